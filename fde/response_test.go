@@ -1,0 +1,164 @@
+package fde_test
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/fvescrow/fvescrow/fde"
+)
+
+func readResult(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile("testdata/results/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestParseSecurityInfo(t *testing.T) {
+	t.Parallel()
+	si, err := fde.ParseSecurityInfo(readResult(t, "securityinfo-escrowed.plist"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if si.Status != fde.StatusAcknowledged || si.UDID == "" || si.CommandUUID == "" || !si.Present {
+		t.Errorf("envelope %+v", si.Result)
+	}
+	if !si.FDEEnabled.True() || !si.FDEHasPersonalRecoveryKey.True() || si.FDEHasInstitutionalRecoveryKey != fde.FlagFalse {
+		t.Errorf("FDE flags %v %v %v", si.FDEEnabled, si.FDEHasPersonalRecoveryKey, si.FDEHasInstitutionalRecoveryKey)
+	}
+	if si.FDEPersonalRecoveryKeyDeviceKey != "C02XK0AAJGH5" {
+		t.Errorf("device key %q", si.FDEPersonalRecoveryKeyDeviceKey)
+	}
+	if si.BootstrapTokenAllowedForAuthentication != "allowed" || !si.BootstrapTokenRequiredForSoftwareUpdate.True() ||
+		si.BootstrapTokenRequiredForKernelExtensionApproval != fde.FlagFalse {
+		t.Errorf("bootstrap fields wrong")
+	}
+	if !si.ManagementStatus.EnrolledViaDEP.True() || !si.ManagementStatus.UserApprovedEnrollment.True() {
+		t.Errorf("management status %+v", si.ManagementStatus)
+	}
+	if si.PasscodePresent != fde.FlagUnknown {
+		t.Errorf("iOS-only key should be unknown on a Mac")
+	}
+	if len(si.Warnings) != 0 {
+		t.Errorf("warnings on a clean answer: %v", si.Warnings)
+	}
+	// The CMS in the answer is the one the keyring opens.
+	key, _, err := fixtureKeyring(t).DecryptRecoveryKey(si.FDEPersonalRecoveryKeyCMS)
+	if err != nil || key.Expose() != testPRK {
+		t.Errorf("CMS from SecurityInfo: %v", err)
+	}
+}
+
+func TestParseSecurityInfoStates(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		file              string
+		enabled, hasPRK   fde.Flag
+		hasCMS            bool
+		status            string
+		warnings, errorCh int
+	}{
+		{"securityinfo-predates-profile.plist", fde.FlagTrue, fde.FlagTrue, false, fde.StatusAcknowledged, 0, 0},
+		{"securityinfo-filevault-off.plist", fde.FlagFalse, fde.FlagUnknown, false, fde.StatusAcknowledged, 0, 0},
+		{"securityinfo-odd-types.plist", fde.FlagUnknown, fde.FlagTrue, false, fde.StatusAcknowledged, 3, 0},
+		{"error-chain.plist", fde.FlagUnknown, fde.FlagUnknown, false, fde.StatusError, 0, 1},
+		{"notnow.plist", fde.FlagUnknown, fde.FlagUnknown, false, fde.StatusNotNow, 0, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.file, func(t *testing.T) {
+			t.Parallel()
+			si, err := fde.ParseSecurityInfo(readResult(t, tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if si.FDEEnabled != tc.enabled || si.FDEHasPersonalRecoveryKey != tc.hasPRK || (len(si.FDEPersonalRecoveryKeyCMS) > 0) != tc.hasCMS || si.Status != tc.status {
+				t.Errorf("got enabled=%v hasPRK=%v cms=%d status=%s", si.FDEEnabled, si.FDEHasPersonalRecoveryKey, len(si.FDEPersonalRecoveryKeyCMS), si.Status)
+			}
+			if len(si.Warnings) != tc.warnings || len(si.ErrorChain) != tc.errorCh {
+				t.Errorf("warnings %v, error chain %v", si.Warnings, si.ErrorChain)
+			}
+			for _, w := range si.Warnings {
+				if strings.Contains(w, "not data") {
+					t.Errorf("warning carries a value: %s", w)
+				}
+			}
+		})
+	}
+	si, _ := fde.ParseSecurityInfo(readResult(t, "error-chain.plist"))
+	if e := si.ErrorChain[0]; e.ErrorCode != 12027 || e.ErrorDomain != "MCMDMErrorDomain" || e.USEnglishDescription == "" {
+		t.Errorf("error chain %+v", e)
+	}
+}
+
+func TestParseUserList(t *testing.T) {
+	t.Parallel()
+	ul, err := fde.ParseUserList(readResult(t, "userlist.plist"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ul.Users) != 3 {
+		t.Fatalf("users %d", len(ul.Users))
+	}
+	ada := ul.Users[0]
+	if ada.UserName != "ada" || ada.UID != 501 || !ada.HasSecureToken.True() || !ada.IsLoggedIn.True() || ada.MobileAccount != fde.FlagFalse || ada.UserGUID == "" {
+		t.Errorf("ada %+v", ada)
+	}
+	if ul.Users[1].HasSecureToken != fde.FlagFalse {
+		t.Errorf("itadmin token %v", ul.Users[1].HasSecureToken)
+	}
+	if old := ul.Users[2]; old.UID != -1 || old.HasSecureToken != fde.FlagUnknown {
+		t.Errorf("sparse user %+v", old)
+	}
+}
+
+func TestParseProfileList(t *testing.T) {
+	t.Parallel()
+	pl, err := fde.ParseProfileList(readResult(t, "profilelist.plist"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pl.Profiles) != 1 || !pl.Profiles[0].HasPayloadType(fde.PayloadTypeEscrow) || pl.Profiles[0].PayloadIdentifier != fde.DefaultFileVaultIdentifier {
+		t.Errorf("profiles %+v", pl.Profiles)
+	}
+	if pl.Profiles[0].HasPayloadType(fde.PayloadTypeFileVault2) || !pl.Profiles[0].IsManaged.True() {
+		t.Errorf("profile %+v", pl.Profiles[0])
+	}
+}
+
+func TestParseRotateResult(t *testing.T) {
+	t.Parallel()
+	rr, err := fde.ParseRotateResult(readResult(t, "rotate-acknowledged.plist"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, err := fixtureKeyring(t).DecryptRecoveryKey(rr.EncryptedNewRecoveryKey)
+	if err != nil || key.Expose() != testPRK {
+		t.Errorf("new key: %v", err)
+	}
+	rr, err = fde.ParseRotateResult(readResult(t, "rotate-acknowledged-no-key.plist"))
+	if err != nil || rr.EncryptedNewRecoveryKey != nil || rr.Status != fde.StatusAcknowledged {
+		t.Errorf("ack without key: %+v %v", rr, err)
+	}
+}
+
+func TestParseRejectsNonPlist(t *testing.T) {
+	t.Parallel()
+	deep := strings.Repeat("<array>", 100) + strings.Repeat("</array>", 100)
+	for name, in := range map[string]string{
+		"empty":      "",
+		"text":       "hello",
+		"binary":     "bplist00\x00\x01",
+		"array root": `<plist version="1.0"><array/></plist>`,
+		"deep":       `<plist version="1.0">` + deep + `</plist>`,
+		"unbalanced": `<plist version="1.0"><dict><key>a</key>`,
+		"oversized":  `<plist version="1.0"><dict><key>a</key><string>` + strings.Repeat("x", fde.MaxResultSize) + `</string></dict></plist>`,
+	} {
+		if _, err := fde.ParseSecurityInfo([]byte(in)); !errors.Is(err, fde.ErrMalformedPlist) {
+			t.Errorf("%s: got %v, want ErrMalformedPlist", name, err)
+		}
+	}
+}
