@@ -30,3 +30,32 @@ if [ ! -x "$staticcheck" ]; then
 	rm -rf "$tmp"
 fi
 echo "export FVESCROW_STATICCHECK=$staticcheck"
+
+# Vault: the real server, built from Vault's own Go module (deploy/vault-dev)
+# because no package manager here ships it. The cold build takes about ten
+# minutes; the binary is cached by version.
+vault_version=1.21.0
+vault="$cache/vault-$vault_version"
+if [ ! -x "$vault" ]; then
+	log "building Vault $vault_version from source (first run only, ~10 min)"
+	(cd deploy/vault-dev && go build -o "$vault.tmp" .) >&2
+	mv "$vault.tmp" "$vault"
+fi
+echo "export FVESCROW_VAULT_BIN=$vault"
+
+# PostgreSQL: use the running server; start the packaged cluster if it is
+# down; install it if missing. Tests create their own databases.
+pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+if ! command -v pg_isready >/dev/null; then
+	apt_install postgresql postgresql-client || true
+fi
+if ! pg_ready && command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+	log "starting PostgreSQL"
+	for v in $(ls /etc/postgresql); do pg_ctlcluster --skip-systemctl-redirect "$v" main start >&2 || true; done
+	for _ in $(seq 1 30); do pg_ready && break; sleep 1; done
+fi
+if pg_ready; then
+	echo "export FVESCROW_TEST_POSTGRES=${FVESCROW_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}"
+else
+	log "PostgreSQL is not running on 127.0.0.1:5432; PostgreSQL tests will fail under FVESCROW_INTEGRATION=1"
+fi

@@ -8,12 +8,12 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func newProfileCmd() *cobra.Command {
+func newProfileCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "profile",
 		Short: "Write configuration profiles",
 	}
-	c.AddCommand(newProfileFileVaultCmd())
+	c.AddCommand(newProfileFileVaultCmd(), newProfileEnrollCmd(g), newProfilePasscodeCmd())
 	return c
 }
 

@@ -31,10 +31,14 @@ func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
 // badInput marks an error as bad input (exit 2).
-func badInput(err error, hints ...string) error { return &exitError{code: exitUsage, err: err, hints: hints} }
+func badInput(err error, hints ...string) error {
+	return &exitError{code: exitUsage, err: err, hints: hints}
+}
 
 // negative marks an error as a "no" answer (exit 1).
-func negative(err error, hints ...string) error { return &exitError{code: exitNo, err: err, hints: hints} }
+func negative(err error, hints ...string) error {
+	return &exitError{code: exitNo, err: err, hints: hints}
+}
 
 // silent is an exit code with nothing more to print (the command already
 // reported on stdout).
@@ -93,6 +97,7 @@ func commandPath(root *cobra.Command, args []string) string {
 }
 
 func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{}
 	root := &cobra.Command{
 		Use:   "fvescrow",
 		Short: "FileVault and SecureToken recovery toolkit with key escrow",
@@ -120,8 +125,16 @@ followed by the flag name in upper case with dashes as underscores
 		newVersionCmd(),
 		newEscrowCertCmd(),
 		newCMSCmd(),
-		newProfileCmd(),
+		newProfileCmd(g),
+		newPasscodeCmd(),
+		newPwpolicyCmd(),
+		newAuditCmd(g),
+		newServeCmd(g),
+		newMDMCmd(g),
+		newDeviceCmd(g),
+		newExportCmd(g),
 	)
+	g.register(root)
 	walk(root, documentEnv)
 	return root
 }

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/fvescrow/fvescrow/escrow/sqlstore"
+	"github.com/fvescrow/fvescrow/internal/logadapt"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/micromdm/nanomdm/storage"
+	"github.com/micromdm/nanomdm/storage/diskv"
+	"github.com/micromdm/nanomdm/storage/pgsql"
+)
+
+// nanomdmSchema is the PostgreSQL schema (namespace) nanomdm's tables live
+// in, beside fvescrow's own tables in the same database.
+const nanomdmSchema = "nanomdm"
+
+// openNanoStorage opens nanomdm's storage: PostgreSQL (its schema applied
+// through fvescrow's migrations, command bodies and results deleted once a
+// device answers) when metadata is in PostgreSQL, otherwise nanomdm's
+// file-based key-value storage in the data folder.
+func openNanoStorage(ctx context.Context, sc *storeConfig, s *stores, log *slog.Logger) (storage.AllStorage, func() error, error) {
+	nl := logadapt.New(log.With("component", "nanomdm-storage"))
+	if s.meta.Dialect() != sqlstore.Postgres {
+		return diskv.New(filepath.Join(sc.dataDir, "nanomdm")), func() error { return nil }, nil
+	}
+	err := s.meta.Migrate(ctx, "nanomdm", []sqlstore.Migration{{
+		Version: 1,
+		Name:    "nanomdm v0.9.0 schema",
+		SQL:     "CREATE SCHEMA IF NOT EXISTS " + nanomdmSchema + ";\nSET LOCAL search_path TO " + nanomdmSchema + ";\n" + pgsql.Schema,
+	}})
+	if err != nil {
+		return nil, nil, fmt.Errorf("nanomdm schema: %w", err)
+	}
+	dsn, err := sc.dsn()
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, nil, fmt.Errorf("nanomdm storage: cannot parse the connection string")
+	}
+	cfg.RuntimeParams["search_path"] = nanomdmSchema
+	db := stdlib.OpenDB(*cfg)
+	st, err := pgsql.New(pgsql.WithDB(db), pgsql.WithLogger(nl), pgsql.WithDeleteCommands())
+	if err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("nanomdm storage: %w", err)
+	}
+	return st, func() error { return closeDB(db) }, nil
+}
+
+func closeDB(db *sql.DB) error { return db.Close() }

@@ -1,0 +1,353 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fvescrow/fvescrow/api"
+	"github.com/fvescrow/fvescrow/api/mdm"
+	"github.com/fvescrow/fvescrow/escrow"
+	"github.com/fvescrow/fvescrow/fde"
+	"github.com/go-chi/chi/v5"
+	"github.com/spf13/cobra"
+)
+
+// serveConfig is everything `fvescrow serve` takes.
+type serveConfig struct {
+	stores storeConfig
+
+	listen           string
+	tlsCert, tlsKey  string
+	mdmCertHeader    string
+	apiTokenFile     string
+	organization     string
+	fvLocation       string
+	fvEscrowOnly     bool
+	checkInterval    time.Duration
+	outboxInterval   time.Duration
+	checkpointEvery  time.Duration
+	shutdownTimeout  time.Duration
+	companion        bool
+	nanomdmURL       string
+	nanomdmKeyFile   string
+	webhookKeyFile   string
+	pushClientForTst mdm.PushClient // tests only
+}
+
+func (c *serveConfig) Validate() error {
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if c.companion && (c.nanomdmURL == "" || c.nanomdmKeyFile == "" || c.webhookKeyFile == "") {
+		return errors.New("--companion needs --nanomdm-url, --nanomdm-api-key-file and --webhook-hmac-key-file")
+	}
+	if !c.companion && (c.nanomdmURL != "" || c.webhookKeyFile != "") {
+		return errors.New("--nanomdm-url and --webhook-hmac-key-file are for --companion mode")
+	}
+	if c.fvLocation == "" {
+		return errors.New("--filevault-location must not be empty: macOS shows it when FileVault is enabled")
+	}
+	if c.checkInterval <= 0 || c.outboxInterval <= 0 || c.checkpointEvery <= 0 {
+		return errors.New("intervals must be positive")
+	}
+	return nil
+}
+
+func newServeCmd(g *globals) *cobra.Command {
+	var c serveConfig
+	cmd := &cobra.Command{
+		Use:   "serve [--data DIR] [--listen ADDR]",
+		Short: "Run the escrow server (embedded MDM by default, or beside an existing nanomdm with --companion)",
+		Long: `Run the fvescrow server.
+
+With no database or Vault configured it runs on the embedded default: SQLite
+metadata, age-encrypted secrets and nanomdm's file storage in --data, created
+on first start with a SCEP CA, an escrow identity and the keys they need.
+--database-url selects PostgreSQL (metadata and nanomdm's queue) and
+--vault-addr selects Vault for every secret.
+
+Endpoints: /mdm and /checkin (devices), /scep, /nanomdm/v1/ (nanomdm's
+enqueue, push and pushcert API, behind the API token), /healthz, /readyz,
+and /webhook/nanomdm in --companion mode.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.Validate(); err != nil {
+				return badInput(err)
+			}
+			log, err := g.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return serve(ctx, &c, log, cmd.ErrOrStderr())
+		},
+	}
+	c.stores.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&c.listen, "listen", "127.0.0.1:9000", "listen `ADDR`ess")
+	f.StringVar(&c.tlsCert, "tls-cert", "", "serve TLS with this certificate `PEM` (otherwise run behind a TLS-terminating proxy)")
+	f.StringVar(&c.tlsKey, "tls-key", "", "TLS private key `PEM`")
+	f.StringVar(&c.mdmCertHeader, "mdm-cert-header", "", "take the device certificate from this header set by a proxy doing mutual TLS, instead of Mdm-Signature")
+	f.StringVar(&c.apiTokenFile, "api-token-file", "", "API token `FILE` for /nanomdm/v1 (default: generate one on first start and print it once)")
+	f.StringVar(&c.organization, "organization", "", "organization name in profiles and the SCEP CA")
+	f.StringVar(&c.fvLocation, "filevault-location", "your IT department", "where the recovery key is escrowed, shown by macOS when FileVault is enabled")
+	f.BoolVar(&c.fvEscrowOnly, "filevault-escrow-only", false, "install the escrow payload only; something else enforces FileVault")
+	f.DurationVar(&c.checkInterval, "check-interval", 30*time.Second, "how often due SecurityInfo checks are sent")
+	f.DurationVar(&c.outboxInterval, "outbox-interval", 30*time.Second, "how often the outbox is drained")
+	f.DurationVar(&c.checkpointEvery, "audit-checkpoint-interval", 10*time.Minute, "how often the audit chain head is signed")
+	f.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "grace period for requests in flight at shutdown")
+	f.BoolVar(&c.companion, "companion", false, "run beside an existing nanomdm: receive its webhook, enqueue through its API")
+	f.StringVar(&c.nanomdmURL, "nanomdm-url", "", "companion: base URL of the nanomdm API")
+	f.StringVar(&c.nanomdmKeyFile, "nanomdm-api-key-file", "", "companion: `FILE` holding nanomdm's API key")
+	f.StringVar(&c.webhookKeyFile, "webhook-hmac-key-file", "", "companion: `FILE` holding the webhook HMAC secret (nanomdm -webhook-hmac-key)")
+	return cmd
+}
+
+// server is a running fvescrow.
+type server struct {
+	handler http.Handler
+	svc     *escrow.Service
+	capture *mdm.Capture
+	stores  *stores
+	closers []func() error
+}
+
+func serve(ctx context.Context, c *serveConfig, log *slog.Logger, out io.Writer) error {
+	srv, notes, err := buildServer(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	defer srv.close()
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: srv.handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+	scheme := "http"
+	if c.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
+		if err != nil {
+			return badInput(fmt.Errorf("TLS: %w", err))
+		}
+		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, hs.TLSConfig)
+		scheme = "https"
+	}
+	bg, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go srv.svc.RunOutbox(bg, c.outboxInterval)
+	if srv.capture != nil {
+		go srv.capture.Run(bg, c.checkInterval)
+	}
+	go runCheckpoints(bg, srv.svc, c.checkpointEvery, log)
+
+	fmt.Fprintf(out, "fvescrow %s listening on %s://%s (%s)\n", version, scheme, ln.Addr(), srv.stores.describe)
+	for _, n := range notes {
+		fmt.Fprintln(out, n)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, scancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+	defer scancel()
+	return hs.Shutdown(sctx)
+}
+
+func runCheckpoints(ctx context.Context, svc *escrow.Service, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, _, err := svc.Checkpoint(ctx); err != nil {
+				log.Warn("audit checkpoint", "err", err)
+			}
+		}
+	}
+}
+
+func (s *server) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		_ = s.closers[i]()
+	}
+	s.stores.Close()
+}
+
+// buildServer opens everything, creating what a first start needs, and
+// returns the server and what the admin must do next.
+func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server, []string, error) {
+	st, err := c.stores.open(ctx, true, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv := &server{stores: st}
+	ok := false
+	defer func() {
+		if !ok {
+			srv.close()
+		}
+	}()
+	var notes []string
+	info, created, err := escrow.EnsureEscrowIdentity(ctx, st.meta, st.secrets, fde.IdentityOptions{Organization: c.organization})
+	if err != nil {
+		return nil, nil, fmt.Errorf("escrow identity: %w", err)
+	}
+	if created {
+		notes = append(notes, fmt.Sprintf("created the escrow identity (serial %s, sha256 %s): Macs encrypt their recovery keys to it", info.Serial, info.Fingerprint))
+	}
+	kr, err := escrow.LoadKeyring(ctx, st.meta, st.secrets)
+	if err != nil {
+		return nil, nil, err
+	}
+	svc := escrow.New(st.secrets, st.meta, kr, escrow.WithLogger(log))
+	if _, err := svc.EnsureAuditKey(ctx); err != nil {
+		return nil, nil, fmt.Errorf("audit key: %w", err)
+	}
+	srv.svc = svc
+	apiAuth, tokenNote, err := apiTokenAuth(ctx, c.apiTokenFile, c.stores.dataDir, st.meta, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tokenNote != "" {
+		notes = append(notes, tokenNote)
+	}
+	push := mdm.NewPushCerts(st.secrets, st.meta)
+	profile := func(ctx context.Context) ([]byte, error) {
+		cert := svc.Keyring().Current(time.Now())
+		if cert == nil {
+			return nil, errors.New("no valid escrow certificate")
+		}
+		p, err := fde.NewFileVaultProfile(fde.FileVaultOptions{Location: c.fvLocation, EscrowCertificate: cert, EscrowOnly: c.fvEscrowOnly, Organization: c.organization})
+		if err != nil {
+			return nil, err
+		}
+		return p.XML()
+	}
+	r := chi.NewRouter()
+	r.Use(api.RequestIDs, api.Recover(log), api.SecurityHeaders, api.AccessLog(log.With("component", "http")))
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		api.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Get("/readyz", readyHandler(st, svc, log))
+
+	if c.companion {
+		key, err := readSecretFile(c.nanomdmKeyFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		hmacKey, err := readSecretFile(c.webhookKeyFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		enq, err := mdm.NewAPIEnqueuer(c.nanomdmURL, string(key), nil)
+		if err != nil {
+			return nil, nil, badInput(err)
+		}
+		capture := mdm.NewCapture(svc, svc, svc, st.meta, enq, profile, mdm.WithLogger(log))
+		wh, err := mdm.NewWebhook(capture, st.meta, hmacKey, log)
+		if err != nil {
+			return nil, nil, badInput(err)
+		}
+		r.With(mdm.LimitBody(mdm.MaxWebhookBody)).Post("/webhook/nanomdm", wh.ServeHTTP)
+		srv.capture = capture
+		notes = append(notes, "companion mode: point nanomdm's -webhook-url at /webhook/nanomdm with the same -webhook-hmac-key")
+	} else {
+		ca, caCreated, err := mdm.LoadOrCreateSCEPCA(ctx, st.secrets, st.meta, c.organization)
+		if err != nil {
+			return nil, nil, fmt.Errorf("SCEP CA: %w", err)
+		}
+		challenge, err := mdm.LoadOrCreateChallenge(ctx, st.secrets)
+		if err != nil {
+			return nil, nil, fmt.Errorf("SCEP challenge: %w", err)
+		}
+		nano, closeNano, err := openNanoStorage(ctx, &c.stores, st, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		srv.closers = append(srv.closers, closeNano)
+		guarded := mdm.Guard(nano, push)
+		enq := mdm.NewNanoEnqueuer(guarded, push, c.pushClientForTst, log)
+		capture := mdm.NewCapture(svc, svc, svc, st.meta, enq, profile, mdm.WithLogger(log))
+		var opts []mdm.EmbeddedOption
+		opts = append(opts, mdm.WithEmbeddedLogger(log))
+		if c.mdmCertHeader != "" {
+			opts = append(opts, mdm.WithCertHeader(c.mdmCertHeader))
+		}
+		emb, err := mdm.NewEmbedded(guarded, capture, enq, st.meta, ca, challenge, opts...)
+		if err != nil {
+			return nil, nil, err
+		}
+		emb.Mount(r, apiAuth)
+		srv.capture = capture
+		if caCreated {
+			notes = append(notes, "created the SCEP CA that issues device identities")
+		}
+		if _, err := push.Topic(ctx); errors.Is(err, escrow.ErrNotFound) {
+			notes = append(notes,
+				"next: upload the APNs push certificate: fvescrow mdm push-cert upload --cert push.pem --key push.key (same storage flags)",
+				"then: write the enrollment profile: fvescrow profile enroll --url https://YOUR-PUBLIC-HOST -o enroll.mobileconfig")
+		}
+	}
+	srv.handler = r
+	ok = true
+	return srv, notes, nil
+}
+
+func readSecretFile(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, badInput(err)
+	}
+	b = []byte(strings.TrimSpace(string(b)))
+	if len(b) == 0 {
+		return nil, badInput(fmt.Errorf("%s is empty", path))
+	}
+	return b, nil
+}
+
+// pinger is a backend that can report it is reachable.
+type pinger interface{ Ping(context.Context) error }
+
+func readyHandler(st *stores, svc *escrow.Service, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		status := map[string]any{"status": "ready"}
+		code := http.StatusOK
+		if err := st.meta.DB().PingContext(ctx); err != nil {
+			status["metadata"], code = "unavailable", http.StatusServiceUnavailable
+		}
+		if p, ok := st.secrets.(pinger); ok {
+			if err := p.Ping(ctx); err != nil {
+				status["secrets"], code = "unavailable", http.StatusServiceUnavailable
+			}
+		}
+		if ob, err := svc.OutboxStats(ctx); err == nil {
+			status["outbox_pending"] = ob.Pending
+		}
+		if code != http.StatusOK {
+			status["status"] = "not ready"
+			log.Warn("not ready", "status", status)
+		}
+		api.WriteJSON(w, code, status)
+	}
+}

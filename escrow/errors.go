@@ -1,0 +1,16 @@
+package escrow
+
+import "errors"
+
+// Sentinel errors callers branch on. Backends translate their own errors to
+// these; the API maps them to HTTP status in one place.
+var (
+	ErrNotFound    = errors.New("not found")
+	ErrConflict    = errors.New("conflict")
+	ErrForbidden   = errors.New("forbidden")
+	ErrInvalid     = errors.New("invalid input")
+	ErrInvalidKey  = errors.New("invalid key")
+	ErrUnavailable = errors.New("store unavailable")
+	// ErrUndecryptable: a blob no escrow identity opens. The blob is kept.
+	ErrUndecryptable = errors.New("undecryptable")
+)
