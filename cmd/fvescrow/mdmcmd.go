@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -81,7 +83,7 @@ certificate up at its next push.`,
 
 func newEnqueueCmd() *cobra.Command {
 	var (
-		server, tokenFile, command, profile string
+		server, tokenFile, command, profile, caCert string
 	)
 	builders := map[string]func() (fde.Command, error){
 		"securityinfo": func() (fde.Command, error) { return fde.NewSecurityInfo() },
@@ -127,7 +129,11 @@ installprofile (with --profile FILE). The API token comes from
 				}
 			}
 			u := strings.TrimRight(server, "/") + "/nanomdm/v1/enqueue/" + url.PathEscape(strings.Join(args, ","))
-			body, status, err := apiDo(cmd.Context(), http.MethodPut, u, string(tok), fc.Plist)
+			client, err := httpClient(caCert)
+			if err != nil {
+				return err
+			}
+			body, status, err := apiDo(cmd.Context(), client, http.MethodPut, u, string(tok), fc.Plist)
 			if err != nil {
 				return err
 			}
@@ -157,14 +163,31 @@ installprofile (with --profile FILE). The API token comes from
 	c.Flags().StringVar(&tokenFile, "api-token-file", "", "API token `FILE`")
 	c.Flags().StringVar(&command, "command", "", "securityinfo, userlist, profilelist or installprofile")
 	c.Flags().StringVar(&profile, "profile", "", "profile `FILE` for installprofile")
+	c.Flags().StringVar(&caCert, "ca-cert", "", "trust this CA certificate (`PEM`) for the server's TLS")
 	for _, f := range []string{"server", "api-token-file", "command"} {
 		_ = c.MarkFlagRequired(f)
 	}
 	return c
 }
 
+// httpClient trusts the system roots, or only caFile when given.
+func httpClient(caFile string) (*http.Client, error) {
+	if caFile == "" {
+		return http.DefaultClient, nil
+	}
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, badInput(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, badInput(fmt.Errorf("%s: no PEM certificate", caFile))
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}, nil
+}
+
 // apiDo makes one authenticated API request.
-func apiDo(ctx context.Context, method, url, token string, body []byte) ([]byte, int, error) {
+func apiDo(ctx context.Context, client *http.Client, method, url, token string, body []byte) ([]byte, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
@@ -172,7 +195,7 @@ func apiDo(ctx context.Context, method, url, token string, body []byte) ([]byte,
 		return nil, 0, badInput(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, 0, err
 	}

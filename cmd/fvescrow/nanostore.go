@@ -32,7 +32,10 @@ func openNanoStorage(ctx context.Context, sc *storeConfig, s *stores, log *slog.
 	err := s.meta.Migrate(ctx, "nanomdm", []sqlstore.Migration{{
 		Version: 1,
 		Name:    "nanomdm v0.9.0 schema",
-		SQL:     "CREATE SCHEMA IF NOT EXISTS " + nanomdmSchema + ";\nSET LOCAL search_path TO " + nanomdmSchema + ";\n" + pgsql.Schema,
+		// nanomdm's schema names its tables without a schema: point the
+		// transaction at ours for it, then back for the migration record.
+		SQL: "CREATE SCHEMA IF NOT EXISTS " + nanomdmSchema + ";\nSET LOCAL search_path TO " + nanomdmSchema + ";\n" + pgsql.Schema +
+			"\nSET LOCAL search_path TO DEFAULT;",
 	}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("nanomdm schema: %w", err)

@@ -42,7 +42,12 @@ type serveConfig struct {
 	nanomdmURL       string
 	nanomdmKeyFile   string
 	webhookKeyFile   string
-	pushClientForTst mdm.PushClient // tests only
+
+	// Test hooks: an APNs client pointing at a fake APNs, and a wrapper
+	// around the escrow service as the MDM door sees it (to stop a
+	// "crashed" server between the outbox write and the ingest).
+	testPushClient mdm.PushClient
+	testWrapKeys   func(mdm.Keys) mdm.Keys
 }
 
 func (c *serveConfig) Validate() error {
@@ -242,6 +247,10 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 		}
 		return p.XML()
 	}
+	var keys mdm.Keys = svc
+	if c.testWrapKeys != nil {
+		keys = c.testWrapKeys(keys)
+	}
 	r := chi.NewRouter()
 	r.Use(api.RequestIDs, api.Recover(log), api.SecurityHeaders, api.AccessLog(log.With("component", "http")))
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -262,7 +271,7 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 		if err != nil {
 			return nil, nil, badInput(err)
 		}
-		capture := mdm.NewCapture(svc, svc, svc, st.meta, enq, profile, mdm.WithLogger(log))
+		capture := mdm.NewCapture(keys, svc, svc, st.meta, enq, profile, mdm.WithLogger(log))
 		wh, err := mdm.NewWebhook(capture, st.meta, hmacKey, log)
 		if err != nil {
 			return nil, nil, badInput(err)
@@ -285,8 +294,8 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 		}
 		srv.closers = append(srv.closers, closeNano)
 		guarded := mdm.Guard(nano, push)
-		enq := mdm.NewNanoEnqueuer(guarded, push, c.pushClientForTst, log)
-		capture := mdm.NewCapture(svc, svc, svc, st.meta, enq, profile, mdm.WithLogger(log))
+		enq := mdm.NewNanoEnqueuer(guarded, push, c.testPushClient, log)
+		capture := mdm.NewCapture(keys, svc, svc, st.meta, enq, profile, mdm.WithLogger(log))
 		var opts []mdm.EmbeddedOption
 		opts = append(opts, mdm.WithEmbeddedLogger(log))
 		if c.mdmCertHeader != "" {

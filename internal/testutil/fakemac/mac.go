@@ -533,3 +533,9 @@ func randomSerial() string {
 	}
 	return s.String()
 }
+
+// Sign makes the Mdm-Signature header value for body, for tests that send
+// hand-made requests as this Mac.
+func (m *Mac) Sign(body []byte) (string, error) {
+	return m.transport.SignMessage(context.Background(), body)
+}
