@@ -27,21 +27,21 @@ import (
 type serveConfig struct {
 	stores storeConfig
 
-	listen           string
-	tlsCert, tlsKey  string
-	mdmCertHeader    string
-	apiTokenFile     string
-	organization     string
-	fvLocation       string
-	fvEscrowOnly     bool
-	checkInterval    time.Duration
-	outboxInterval   time.Duration
-	checkpointEvery  time.Duration
-	shutdownTimeout  time.Duration
-	companion        bool
-	nanomdmURL       string
-	nanomdmKeyFile   string
-	webhookKeyFile   string
+	listen          string
+	tlsCert, tlsKey string
+	mdmCertHeader   string
+	apiTokenFile    string
+	organization    string
+	fvLocation      string
+	fvEscrowOnly    bool
+	checkInterval   time.Duration
+	outboxInterval  time.Duration
+	checkpointEvery time.Duration
+	shutdownTimeout time.Duration
+	companion       bool
+	nanomdmURL      string
+	nanomdmKeyFile  string
+	webhookKeyFile  string
 
 	// Test hooks: an APNs client pointing at a fake APNs, and a wrapper
 	// around the escrow service as the MDM door sees it (to stop a
