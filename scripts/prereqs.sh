@@ -59,3 +59,26 @@ if pg_ready; then
 else
 	log "PostgreSQL is not running on 127.0.0.1:5432; PostgreSQL tests will fail under FVESCROW_INTEGRATION=1"
 fi
+
+# mdmb: an independent MDM device simulator (enrolls through SCEP, answers
+# DeviceInformation, ProfileList and InstallProfile). Built from its own
+# throwaway module so it never enters fvescrow's go.mod; v0.1.0 is the only
+# version the proxy serves. Both `go get` steps are needed: the first adds
+# the module, the second the go.sum entries of cmd/mdmb's dependencies.
+mdmb_version=v0.1.0
+mdmb="$cache/mdmb-$mdmb_version"
+if [ ! -x "$mdmb" ]; then
+	log "building mdmb $mdmb_version"
+	tmp=$(mktemp -d)
+	# A && chain: errexit does not apply inside a subshell tested by ||.
+	(
+		cd "$tmp" && export GOWORK=off GOFLAGS=-mod=mod &&
+			go mod init x &&
+			go get "github.com/jessepeterson/mdmb@$mdmb_version" &&
+			go get "github.com/jessepeterson/mdmb/cmd/mdmb@$mdmb_version" &&
+			go build -ldflags "-X main.version=$mdmb_version" -o "$mdmb.tmp" github.com/jessepeterson/mdmb/cmd/mdmb
+	) >&2 || { rm -rf "$tmp" "$mdmb.tmp"; log "building mdmb $mdmb_version failed"; exit 1; }
+	mv "$mdmb.tmp" "$mdmb"
+	rm -rf "$tmp"
+fi
+echo "export FVESCROW_MDMB_BIN=$mdmb"

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/fvescrow/fvescrow/escrow"
 	"github.com/micromdm/nanomdm/cryptoutil"
@@ -36,6 +37,12 @@ type SettingKeeper interface {
 type PushCerts struct {
 	secrets  SecretKeeper
 	settings SettingKeeper
+	audit    Auditor
+}
+
+// Auditor records security events.
+type Auditor interface {
+	AppendAudit(ctx context.Context, e escrow.Event) (escrow.AuditRecord, error)
 }
 
 var (
@@ -43,18 +50,26 @@ var (
 	_ storage.PushCertStorer = (*PushCerts)(nil)
 )
 
-// NewPushCerts returns the push certificate keeper.
-func NewPushCerts(secrets SecretKeeper, settings SettingKeeper) *PushCerts {
-	return &PushCerts{secrets: secrets, settings: settings}
+// NewPushCerts returns the push certificate keeper; every upload is audited.
+func NewPushCerts(secrets SecretKeeper, settings SettingKeeper, audit Auditor) *PushCerts {
+	return &PushCerts{secrets: secrets, settings: settings, audit: audit}
 }
+
+// ActionPushCertStored is the audit action of a push certificate upload.
+const ActionPushCertStored = "mdm.push-cert.stored"
 
 func pushKeyRef(topic string) escrow.SecretRef {
 	return escrow.SecretRef{Kind: escrow.KindPushKey, Owner: topic}
 }
 
 // StorePushCert validates the pair, stores the key as a new secret version
-// and the certificate and topic as settings.
+// and the certificate and topic as settings, and audits it.
 func (p *PushCerts) StorePushCert(ctx context.Context, pemCert, pemKey []byte) error {
+	return p.Store(ctx, escrow.Actor{Kind: escrow.ActorToken, ID: "api"}, pemCert, pemKey)
+}
+
+// Store is StorePushCert with the actor named in the audit record.
+func (p *PushCerts) Store(ctx context.Context, actor escrow.Actor, pemCert, pemKey []byte) error {
 	if _, err := tls.X509KeyPair(pemCert, pemKey); err != nil {
 		return fmt.Errorf("%w: push certificate and key do not form a pair", escrow.ErrInvalid)
 	}
@@ -75,7 +90,16 @@ func (p *PushCerts) StorePushCert(ctx context.Context, pemCert, pemKey []byte) e
 	if err := p.settings.PutSetting(ctx, SettingPushCert, pemCert); err != nil {
 		return err
 	}
-	return p.settings.PutSetting(ctx, SettingPushTopic, []byte(topic))
+	if err := p.settings.PutSetting(ctx, SettingPushTopic, []byte(topic)); err != nil {
+		return err
+	}
+	cert, _ := cryptoutil.DecodePEMCertificate(pemCert)
+	detail := map[string]string{"topic": topic}
+	if cert != nil {
+		detail["not_after"] = cert.NotAfter.UTC().Format(time.RFC3339)
+	}
+	_, err = p.audit.AppendAudit(ctx, escrow.Event{Time: time.Now(), Actor: actor, Action: ActionPushCertStored, Detail: detail})
+	return err
 }
 
 // Topic returns the stored push topic, or ErrNotFound before an upload.

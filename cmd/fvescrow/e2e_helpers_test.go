@@ -235,7 +235,13 @@ func (s *testServer) uploadPushCert() {
 	}
 }
 
-func fakePushCert(t *testing.T, topic string) (certPEM, keyPEM []byte) {
+// fataler is the part of testing.T the certificate helpers use.
+type fataler interface {
+	Helper()
+	Fatal(args ...any)
+}
+
+func fakePushCert(t fataler, topic string) (certPEM, keyPEM []byte) {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {

@@ -40,7 +40,7 @@ The profile contains the SCEP challenge: distribute it like a credential.`,
 			}
 			defer s.Close()
 			ctx := cmd.Context()
-			topic, err := mdm.NewPushCerts(s.secrets, s.meta).Topic(ctx)
+			topic, err := mdm.NewPushCerts(s.secrets, s.meta, s.meta).Topic(ctx)
 			if errors.Is(err, escrow.ErrNotFound) {
 				return badInput(errors.New("no APNs push certificate stored"), "upload it first: fvescrow mdm push-cert upload --cert push.pem --key push.key")
 			}

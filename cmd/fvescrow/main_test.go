@@ -1,7 +1,15 @@
 package main
 
 import (
+	"database/sql"
 	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"filippo.io/age"
+	"fmt"
+	_ "modernc.org/sqlite"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,7 +47,12 @@ func TestScripts(t *testing.T) {
 		RequireUniqueNames:  true,
 		Setup: func(e *testscript.Env) error {
 			e.Setenv("FIXTURES", fixtures)
-			return nil
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			e.Setenv("PORT", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+			return ln.Close()
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			// status N prog args...: run prog and require exit status N.
@@ -75,6 +88,41 @@ func TestScripts(t *testing.T) {
 					ts.Fatalf("apple-schema %s: %v", args[0], err)
 				}
 			},
+			// waitfor URL: poll until the URL answers 200 (10s).
+			"waitfor": func(ts *testscript.TestScript, neg bool, args []string) {
+				for i := 0; i < 200; i++ {
+					resp, err := http.Get(args[0])
+					if err == nil {
+						resp.Body.Close()
+						if resp.StatusCode == http.StatusOK {
+							return
+						}
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+				ts.Fatalf("%s did not answer 200", args[0])
+			},
+			// gen-push-cert CERT KEY TOPIC: a push certificate shaped like Apple's.
+			"gen-push-cert": func(ts *testscript.TestScript, neg bool, args []string) {
+				cert, key := fakePushCert(tsT{ts}, args[2])
+				ts.Check(os.WriteFile(ts.MkAbs(args[0]), cert, 0o644))
+				ts.Check(os.WriteFile(ts.MkAbs(args[1]), key, 0o600))
+			},
+			// gen-age IDENTITY RECIPIENT: an age key pair for exports.
+			"gen-age": func(ts *testscript.TestScript, neg bool, args []string) {
+				id, err := age.GenerateX25519Identity()
+				ts.Check(err)
+				ts.Check(os.WriteFile(ts.MkAbs(args[0]), []byte(id.String()+"\n"), 0o600))
+				ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(id.Recipient().String()+"\n"), 0o644))
+			},
+			// sqlite DB STATEMENT: edit a SQLite database directly (tampering).
+			"sqlite": func(ts *testscript.TestScript, neg bool, args []string) {
+				db, err := sql.Open("sqlite", ts.MkAbs(args[0]))
+				ts.Check(err)
+				defer db.Close()
+				_, err = db.Exec(args[1])
+				ts.Check(err)
+			},
 			// filemode MODE FILE
 			"filemode": func(ts *testscript.TestScript, neg bool, args []string) {
 				st, err := os.Stat(ts.MkAbs(args[1]))
@@ -86,3 +134,10 @@ func TestScripts(t *testing.T) {
 		},
 	})
 }
+
+// tsT lets test helpers written for *testing.T fail a testscript.
+type tsT struct{ ts *testscript.TestScript }
+
+func (t tsT) Helper()                           {}
+func (t tsT) Fatal(args ...any)                 { t.ts.Fatalf("%v", fmt.Sprint(args...)) }
+func (t tsT) Fatalf(format string, args ...any) { t.ts.Fatalf(format, args...) }

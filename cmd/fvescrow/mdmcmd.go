@@ -61,8 +61,8 @@ certificate up at its next push.`,
 				return err
 			}
 			defer s.Close()
-			push := mdm.NewPushCerts(s.secrets, s.meta)
-			if err := push.StorePushCert(cmd.Context(), certPEM, keyPEM); err != nil {
+			push := mdm.NewPushCerts(s.secrets, s.meta, s.meta)
+			if err := push.Store(cmd.Context(), localActor(), certPEM, keyPEM); err != nil {
 				if errors.Is(err, escrow.ErrInvalid) {
 					return badInput(err)
 				}

@@ -228,6 +228,12 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 		return nil, nil, fmt.Errorf("audit key: %w", err)
 	}
 	srv.svc = svc
+	if created {
+		if _, err := svc.Audit(ctx, escrow.Event{Actor: escrow.System, Action: escrow.ActionEscrowCertAdded,
+			Detail: map[string]string{"fingerprint": info.Fingerprint, "serial": info.Serial, "subject": info.Subject, "why": "first start"}}); err != nil {
+			return nil, nil, err
+		}
+	}
 	apiAuth, tokenNote, err := apiTokenAuth(ctx, c.apiTokenFile, c.stores.dataDir, st.meta, log)
 	if err != nil {
 		return nil, nil, err
@@ -235,7 +241,7 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 	if tokenNote != "" {
 		notes = append(notes, tokenNote)
 	}
-	push := mdm.NewPushCerts(st.secrets, st.meta)
+	push := mdm.NewPushCerts(st.secrets, st.meta, st.meta)
 	profile := func(ctx context.Context) ([]byte, error) {
 		cert := svc.Keyring().Current(time.Now())
 		if cert == nil {

@@ -155,7 +155,9 @@ func (c *storeConfig) open(ctx context.Context, create bool, log *slog.Logger) (
 			return nil, err
 		}
 		s.secrets, parts = a, append(parts, "secrets age-encrypted in "+filepath.Join(c.dataDir, "secrets"))
-		log.Warn("secrets are in the embedded age store, with their identity on this disk: fine for trying fvescrow and small fleets; production should use Vault (--vault-addr)")
+		if create { // the server says it once at start, admin commands need not
+			log.Warn("secrets are in the embedded age store, with their identity on this disk: fine for trying fvescrow and small fleets; production should use Vault (--vault-addr)")
+		}
 	}
 	s.describe = strings.Join(parts, ", ")
 	ok = true
