@@ -59,7 +59,7 @@ const (
 // Valid reports whether k is a known kind.
 func (k SecretKind) Valid() bool {
 	switch k {
-	case KindPRK, KindBootstrapToken, KindUnlockToken, KindEscrowKey, KindAuditKey, KindSCEPCAKey, KindSCEPChallenge, KindPushKey:
+	case KindPRK, KindBootstrapToken, KindUnlockToken, KindEscrowKey, KindAuditKey, KindSCEPCAKey, KindSCEPChallenge, KindPushKey, KindTOTP:
 		return true
 	}
 	return false
@@ -201,3 +201,6 @@ const (
 	KindSCEPChallenge SecretKind = "scep-challenge" // the SCEP challenge password
 	KindPushKey       SecretKind = "push-key"       // the APNs push certificate's private key (PEM)
 )
+
+// KindTOTP holds a local user's TOTP secret.
+const KindTOTP SecretKind = "totp"

@@ -13,4 +13,8 @@ var (
 	ErrUnavailable = errors.New("store unavailable")
 	// ErrUndecryptable: a blob no escrow identity opens. The blob is kept.
 	ErrUndecryptable = errors.New("undecryptable")
+	// ErrApprovalRequired: the requester needs a second person's approval.
+	ErrApprovalRequired = errors.New("approval required")
+	// ErrRateLimited: a reveal limit was reached.
+	ErrRateLimited = errors.New("rate limited")
 )

@@ -13,9 +13,12 @@ import (
 // RevealRequest is who wants which device's key, and why.
 type RevealRequest struct {
 	Actor  Actor
+	Groups []string // the actor's groups (for the approval policy)
 	Device DeviceID
 	Reason string
 	Ticket string
+	// ApprovalID names a second person's approval, when policy needs one.
+	ApprovalID string
 	// Detail is recorded in the audit event (approval ID, client address...).
 	Detail map[string]string
 }

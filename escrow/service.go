@@ -77,6 +77,9 @@ func New(secrets SecretStore, meta MetaStore, keyring *fde.Keyring, opts ...Opti
 	return s
 }
 
+// Logger is the service's logger, for decorators wired around it.
+func (s *Service) Logger() *slog.Logger { return s.log }
+
 // Keyring returns the escrow keyring (every identity ever deployed).
 func (s *Service) Keyring() *fde.Keyring { return s.keyring }
 

@@ -104,6 +104,8 @@ type AuditStore interface {
 	AppendAudit(ctx context.Context, e Event) (AuditRecord, error)
 	// AuditRecords lists records in Seq order.
 	AuditRecords(ctx context.Context, q AuditQuery) ([]AuditRecord, error)
+	// CountAudit counts the records q selects (Limit is ignored).
+	CountAudit(ctx context.Context, q AuditQuery) (int, error)
 	// AuditHead returns the last record, or ErrNotFound for an empty log.
 	AuditHead(ctx context.Context) (AuditRecord, error)
 	AddCheckpoint(ctx context.Context, c Checkpoint) error

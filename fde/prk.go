@@ -91,3 +91,8 @@ func (RecoveryKey) GoString() string             { return Redacted }
 func (RecoveryKey) LogValue() slog.Value         { return slog.StringValue(Redacted) }
 func (RecoveryKey) MarshalJSON() ([]byte, error) { return []byte(`"` + Redacted + `"`), nil }
 func (RecoveryKey) MarshalText() ([]byte, error) { return []byte(Redacted), nil }
+
+// Discard returns the zero key; callers use it to drop a key they must not
+// return. (Go strings cannot be wiped; dropping the reference is what
+// remains.)
+func (RecoveryKey) Discard() RecoveryKey { return RecoveryKey{} }

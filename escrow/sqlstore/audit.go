@@ -79,9 +79,8 @@ func (s *Store) appendAudit(ctx context.Context, tx *sql.Tx, e escrow.Event) (es
 	return r, nil
 }
 
-// AuditRecords lists records in Seq order. Since is inclusive, Until
-// exclusive.
-func (s *Store) AuditRecords(ctx context.Context, q escrow.AuditQuery) ([]escrow.AuditRecord, error) {
+// auditWhere is the WHERE clause and arguments of an audit query.
+func auditWhere(q escrow.AuditQuery) (string, []any) {
 	var (
 		where []string
 		args  []any
@@ -108,15 +107,29 @@ func (s *Store) AuditRecords(ctx context.Context, q escrow.AuditQuery) ([]escrow
 	if !q.Until.IsZero() {
 		add("time < ?", micros(q.Until))
 	}
+	if len(where) == 0 {
+		return "", nil
+	}
+	return ` WHERE ` + strings.Join(where, " AND "), args
+}
+
+// CountAudit counts the records q selects.
+func (s *Store) CountAudit(ctx context.Context, q escrow.AuditQuery) (int, error) {
+	where, args := auditWhere(q)
+	var n int
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM audit`+where), args...).Scan(&n)
+	return n, wrap("count audit records", err)
+}
+
+// AuditRecords lists records in Seq order. Since is inclusive, Until
+// exclusive.
+func (s *Store) AuditRecords(ctx context.Context, q escrow.AuditQuery) ([]escrow.AuditRecord, error) {
+	where, args := auditWhere(q)
 	limit := q.Limit
 	if limit <= 0 {
 		limit = 1000
 	}
-	query := `SELECT ` + auditCols + ` FROM audit`
-	if len(where) > 0 {
-		query += ` WHERE ` + strings.Join(where, " AND ")
-	}
-	query += ` ORDER BY seq LIMIT ?`
+	query := `SELECT ` + auditCols + ` FROM audit` + where + ` ORDER BY seq LIMIT ?`
 	args = append(args, limit)
 
 	rows, err := s.db.QueryContext(ctx, s.q(query), args...)

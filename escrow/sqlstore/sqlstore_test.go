@@ -67,3 +67,12 @@ func TestMDMStore(t *testing.T) {
 		})
 	}
 }
+
+func TestPeopleStore(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			storetest.RunPeopleStore(t, func(t *testing.T) storetest.PeopleStore { return b.newStore(t) })
+		})
+	}
+}
