@@ -105,7 +105,9 @@ func (a *Approvals) Decide(ctx context.Context, id string, approver Actor, appro
 }
 
 // Get returns an approval.
-func (a *Approvals) Get(ctx context.Context, id string) (Approval, error) { return a.store.Approval(ctx, id) }
+func (a *Approvals) Get(ctx context.Context, id string) (Approval, error) {
+	return a.store.Approval(ctx, id)
+}
 
 // List lists approvals.
 func (a *Approvals) List(ctx context.Context, q ApprovalQuery) ([]Approval, error) {
