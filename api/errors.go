@@ -12,10 +12,10 @@ import (
 
 // Errors of the HTTP layer itself.
 var (
-	ErrUnauthenticated = errors.New("authentication required")
+	ErrUnauthenticated = escrow.ErrUnauthenticated
 	ErrBadRequest      = errors.New("bad request")
 	ErrTooLarge        = errors.New("request body too large")
-	ErrRateLimited     = errors.New("rate limited")
+	ErrRateLimited     = escrow.ErrRateLimited
 )
 
 // errorBody is the one error format of every JSON endpoint.
@@ -51,8 +51,10 @@ func classify(err error) (status int, code, msg string) {
 		return http.StatusRequestEntityTooLarge, "too_large", "request body too large"
 	case errors.Is(err, ErrUnauthenticated):
 		return http.StatusUnauthorized, "unauthenticated", "authentication required"
+	case errors.Is(err, escrow.ErrApprovalRequired):
+		return http.StatusForbidden, "approval_required", detail(err)
 	case errors.Is(err, escrow.ErrForbidden):
-		return http.StatusForbidden, "forbidden", "not allowed"
+		return http.StatusForbidden, "forbidden", detail(err)
 	case errors.Is(err, escrow.ErrNotFound):
 		return http.StatusNotFound, "not_found", "not found"
 	case errors.Is(err, escrow.ErrInvalid), errors.Is(err, ErrBadRequest):
@@ -62,7 +64,7 @@ func classify(err error) (status int, code, msg string) {
 	case errors.Is(err, escrow.ErrConflict):
 		return http.StatusConflict, "conflict", "conflict with the current state"
 	case errors.Is(err, ErrRateLimited):
-		return http.StatusTooManyRequests, "rate_limited", "too many requests"
+		return http.StatusTooManyRequests, "rate_limited", detail(err)
 	case errors.Is(err, escrow.ErrUnavailable):
 		return http.StatusServiceUnavailable, "unavailable", "a backing store is unavailable; try again later"
 	case errors.Is(err, context.Canceled):
@@ -71,13 +73,25 @@ func classify(err error) (status int, code, msg string) {
 	return http.StatusInternalServerError, "internal", "internal error"
 }
 
-// detail keeps the part of a validation error after the sentinel's text.
+// detail keeps the part of an error after its sentinel's text: the rule
+// that failed, written by fvescrow's own checks (never a secret, never a
+// Go error from a library).
 func detail(err error) string {
 	s := err.Error()
-	for _, sentinel := range []error{escrow.ErrInvalid, ErrBadRequest} {
-		if i := strings.Index(s, sentinel.Error()+": "); i >= 0 {
+	for _, sentinel := range []error{escrow.ErrInvalid, ErrBadRequest, escrow.ErrForbidden, escrow.ErrApprovalRequired, escrow.ErrRateLimited} {
+		// A secret store's own refusal (Vault's 403 text) is an internal
+		// matter: only fvescrow's rules are worth repeating to the client.
+		if i := strings.Index(s, sentinel.Error()+": "); i >= 0 && !strings.Contains(s[:i], "vaultstore:") {
 			return s[i+len(sentinel.Error())+2:]
 		}
+	}
+	switch {
+	case errors.Is(err, escrow.ErrForbidden):
+		return "not allowed"
+	case errors.Is(err, escrow.ErrApprovalRequired):
+		return "a second person's approval is required"
+	case errors.Is(err, escrow.ErrRateLimited):
+		return "too many requests"
 	}
 	return "invalid request"
 }

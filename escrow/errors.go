@@ -17,4 +17,6 @@ var (
 	ErrApprovalRequired = errors.New("approval required")
 	// ErrRateLimited: a reveal limit was reached.
 	ErrRateLimited = errors.New("rate limited")
+	// ErrUnauthenticated: nobody is signed in (HTTP 401).
+	ErrUnauthenticated = errors.New("authentication required")
 )

@@ -100,13 +100,14 @@ func NewEmbedded(guarded storage.AllStorage, capture *Capture, enq *NanoEnqueuer
 	}, nil
 }
 
-// Mount registers the device endpoints (/mdm, /checkin, /scep) and, behind
-// apiAuth, nanomdm's API under /nanomdm/v1 (enqueue, push, pushcert).
-func (e *Embedded) Mount(r chi.Router, apiAuth func(http.Handler) http.Handler) {
+// Mount registers the device endpoints (/mdm, /checkin, /scep) and nanomdm's
+// API under /nanomdm/v1 (enqueue, push, pushcert); the router's policy
+// table guards the API.
+func (e *Embedded) Mount(r chi.Router) {
 	r.Handle("/mdm", e.commands)
 	r.Handle("/checkin", e.checkin)
 	r.Handle("/scep", e.scep)
-	api := &chiMux{r: r.With(apiAuth, LimitBody(MaxDeviceBody))}
+	api := &chiMux{r: r.With(LimitBody(MaxDeviceBody))}
 	httpapi.HandleAPIv1("/nanomdm/v1", api, logadapt.New(e.log.With("component", "nanomdm-api")),
 		recordingStore{AllStorage: e.store, commands: e.commandsL}, e.pusher.pusher)
 }

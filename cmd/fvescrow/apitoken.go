@@ -2,63 +2,60 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 
-	"github.com/fvescrow/fvescrow/api"
+	"github.com/fvescrow/fvescrow/api/auth"
 	"github.com/fvescrow/fvescrow/escrow"
 )
 
 // settingAPITokenHash holds the SHA-256 of the API token generated on first
-// start (the token itself is shown once and never stored).
+// start (the token itself is written once to a 0600 file, never stored).
 const settingAPITokenHash = "api.bootstrap-token-sha256"
 
-// apiTokenAuth returns the middleware guarding the nanomdm API: the token in
+// apiTokenFile accepts the admin automation token: the one in
 // --api-token-file, or one generated on first start and written to
 // DATA/api-token (mode 0600). It is never printed: a service's output often
 // ends up in a journal.
-func apiTokenAuth(ctx context.Context, file, dataDir string, settings escrow.SettingStore, log *slog.Logger) (func(http.Handler) http.Handler, string, error) {
+func apiTokenFile(ctx context.Context, file, dataDir string, authn *auth.Authenticator, settings escrow.SettingStore) (string, error) {
+	principal := auth.Principal{UserID: "token:api-token-file", Name: "API token file", Roles: []escrow.Role{escrow.RoleAdmin}}
 	if file != "" {
 		tok, err := readSecretFile(file)
 		if err != nil {
-			return nil, "", err
+			return "", err
 		}
-		return api.StaticTokenAuth(api.TokenHash(string(tok)), log), "", nil
+		authn.AddStaticToken(string(tok), principal)
+		return "", nil
 	}
 	stored, err := settings.Setting(ctx, settingAPITokenHash)
 	if err == nil {
-		var h [32]byte
-		if n, err := hex.Decode(h[:], stored); err != nil || n != 32 {
-			return nil, "", fmt.Errorf("stored API token hash is corrupt")
+		b, err := os.ReadFile(filepath.Join(dataDir, "api-token"))
+		if err != nil {
+			return "", nil // moved away, as advised: only --api-token-file brings it back
 		}
-		return api.StaticTokenAuth(h, log), "", nil
+		if tok := strings.TrimSpace(string(b)); hex.EncodeToString(auth.HashSecret(tok)) == string(stored) {
+			authn.AddStaticToken(tok, principal)
+		}
+		return "", nil
 	}
 	if !errors.Is(err, escrow.ErrNotFound) {
-		return nil, "", err
+		return "", err
 	}
-	raw := make([]byte, 32)
-	if _, err := rand.Read(raw); err != nil {
-		return nil, "", err
-	}
-	tok := "fve_" + base64.RawURLEncoding.EncodeToString(raw)
-	h := api.TokenHash(tok)
+	tok := auth.NewSecret("fve_")
 	path := filepath.Join(dataDir, "api-token")
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, "", err
+		return "", err
 	}
 	if err := writeNew(path, []byte(tok+"\n"), 0o600); err != nil {
-		return nil, "", fmt.Errorf("write the new API token: %w", err)
+		return "", fmt.Errorf("write the new API token: %w", err)
 	}
-	if err := settings.CreateSetting(ctx, settingAPITokenHash, []byte(hex.EncodeToString(h[:]))); err != nil {
-		return nil, "", err
+	if err := settings.CreateSetting(ctx, settingAPITokenHash, []byte(hex.EncodeToString(auth.HashSecret(tok)))); err != nil {
+		return "", err
 	}
-	note := "created the API token for /nanomdm/v1 in " + path + " (mode 0600): move it to a secrets manager and pass --api-token-file"
-	return api.StaticTokenAuth(h, log), note, nil
+	authn.AddStaticToken(tok, principal)
+	return "created an admin API token in " + path + " (mode 0600): move it to a secrets manager and pass --api-token-file", nil
 }

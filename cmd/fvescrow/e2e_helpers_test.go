@@ -76,15 +76,12 @@ func startServer(t *testing.T, mode string, tweak ...func(*serveConfig)) *testSe
 	s.apiToken = "test-api-token-" + randHex(8)
 	tokenFile := filepath.Join(dir, "api-token")
 	writeFile(t, tokenFile, s.apiToken)
-	s.cfg = serveConfig{
-		stores:          storeConfig{dataDir: filepath.Join(dir, "data"), vaultMount: "secret", vaultPrefix: "fvescrow"},
-		apiTokenFile:    tokenFile,
-		fvLocation:      "Example Corp IT",
-		checkInterval:   time.Hour,
-		outboxInterval:  time.Hour,
-		checkpointEvery: time.Hour,
-		testPushClient:  s.apns.client,
-	}
+	s.cfg = defaultServeConfig()
+	s.cfg.stores.dataDir = filepath.Join(dir, "data")
+	s.cfg.apiTokenFile = tokenFile
+	s.cfg.fvLocation = "Example Corp IT"
+	s.cfg.checkInterval, s.cfg.outboxInterval, s.cfg.checkpointEvery = time.Hour, time.Hour, time.Hour
+	s.cfg.testPushClient = s.apns.client
 	if mode == modeProduction {
 		s.cfg.stores.databaseURL = pgtest.NewDatabase(t)
 		v := vaulttest.StartDev(t)

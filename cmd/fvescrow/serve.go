@@ -16,16 +16,20 @@ import (
 	"time"
 
 	"github.com/fvescrow/fvescrow/api"
+	"github.com/fvescrow/fvescrow/api/auth"
 	"github.com/fvescrow/fvescrow/api/mdm"
 	"github.com/fvescrow/fvescrow/escrow"
 	"github.com/fvescrow/fvescrow/fde"
-	"github.com/go-chi/chi/v5"
 	"github.com/spf13/cobra"
 )
 
 // serveConfig is everything `fvescrow serve` takes.
 type serveConfig struct {
-	stores storeConfig
+	stores   storeConfig
+	helpdesk helpdeskConfig
+	oidc     oidcConfig
+	notify   notifyConfig
+	web      webConfig
 
 	listen          string
 	tlsCert, tlsKey string
@@ -99,7 +103,17 @@ and /webhook/nanomdm in --companion mode.`,
 			return serve(ctx, &c, log, cmd.ErrOrStderr())
 		},
 	}
+	c.register(cmd)
+	return cmd
+}
+
+// register defines serve's flags, bound to c.
+func (c *serveConfig) register(cmd *cobra.Command) {
 	c.stores.register(cmd)
+	c.helpdesk.register(cmd)
+	c.oidc.register(cmd)
+	c.notify.register(cmd)
+	c.web.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&c.listen, "listen", "127.0.0.1:9000", "listen `ADDR`ess")
 	f.StringVar(&c.tlsCert, "tls-cert", "", "serve TLS with this certificate `PEM` (otherwise run behind a TLS-terminating proxy)")
@@ -117,12 +131,13 @@ and /webhook/nanomdm in --companion mode.`,
 	f.StringVar(&c.nanomdmURL, "nanomdm-url", "", "companion: base URL of the nanomdm API")
 	f.StringVar(&c.nanomdmKeyFile, "nanomdm-api-key-file", "", "companion: `FILE` holding nanomdm's API key")
 	f.StringVar(&c.webhookKeyFile, "webhook-hmac-key-file", "", "companion: `FILE` holding the webhook HMAC secret (nanomdm -webhook-hmac-key)")
-	return cmd
 }
 
 // server is a running fvescrow.
 type server struct {
 	handler http.Handler
+	policy  auth.Policy
+	workers []func(context.Context) // background work (notification delivery, SIEM)
 	svc     *escrow.Service
 	capture *mdm.Capture
 	stores  *stores
@@ -157,6 +172,9 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, out io.Writer)
 		go srv.capture.Run(bg, c.checkInterval)
 	}
 	go runCheckpoints(bg, srv.svc, c.checkpointEvery, log)
+	for _, w := range srv.workers {
+		go w(bg)
+	}
 
 	fmt.Fprintf(out, "fvescrow %s listening on %s://%s (%s)\n", version, scheme, ln.Addr(), srv.stores.describe)
 	for _, n := range notes {
@@ -223,7 +241,11 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 	if err != nil {
 		return nil, nil, err
 	}
-	svc := escrow.New(st.secrets, st.meta, kr, escrow.WithLogger(log))
+	rp, err := c.helpdesk.revealPolicy()
+	if err != nil {
+		return nil, nil, badInput(err)
+	}
+	svc := escrow.New(st.secrets, st.meta, kr, escrow.WithLogger(log), escrow.WithRevealPolicy(rp))
 	if _, err := svc.EnsureAuditKey(ctx); err != nil {
 		return nil, nil, fmt.Errorf("audit key: %w", err)
 	}
@@ -234,7 +256,16 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 			return nil, nil, err
 		}
 	}
-	apiAuth, tokenNote, err := apiTokenAuth(ctx, c.apiTokenFile, c.stores.dataDir, st.meta, log)
+	authn := auth.NewAuthenticator(st.meta, auth.WithLogger(log), auth.WithSessionTimeouts(c.helpdesk.sessionIdle, c.helpdesk.sessionMax))
+	local := auth.NewLocalAccounts(st.meta, st.meta, st.secrets, st.meta)
+	adminNote, err := ensureAdmin(ctx, local, st.meta, c.helpdesk.adminUser)
+	if err != nil {
+		return nil, nil, fmt.Errorf("first admin: %w", err)
+	}
+	if adminNote != "" {
+		notes = append(notes, adminNote)
+	}
+	tokenNote, err := apiTokenFile(ctx, c.apiTokenFile, c.stores.dataDir, authn, st.meta)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -257,13 +288,18 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 	if c.testWrapKeys != nil {
 		keys = c.testWrapKeys(keys)
 	}
-	r := chi.NewRouter()
-	r.Use(api.RequestIDs, api.Recover(log), api.SecurityHeaders, api.AccessLog(log.With("component", "http")))
-	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		api.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	r.Get("/readyz", readyHandler(st, svc, log))
-
+	webhooks, workers, err := c.notify.build(ctx, st, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv.workers = workers
+	deps := api.Deps{
+		Log: log, Auth: authn, Local: local, Devices: svc, Details: st.meta, Audit: st.meta, People: st.meta,
+		Revealer:  c.helpdesk.revealChain(svc, st.meta, webhooks, log),
+		Approvals: escrow.NewApprovals(st.meta, rp, escrow.ApprovalTiming{Pending: c.helpdesk.approvalPending, Window: c.helpdesk.approvalWindow}),
+		Ready:     readyHandler(st, svc, log),
+		TokenTTL:  c.helpdesk.cliTokenTTL,
+	}
 	if c.companion {
 		key, err := readSecretFile(c.nanomdmKeyFile)
 		if err != nil {
@@ -282,7 +318,7 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 		if err != nil {
 			return nil, nil, badInput(err)
 		}
-		r.With(mdm.LimitBody(mdm.MaxWebhookBody)).Post("/webhook/nanomdm", wh.ServeHTTP)
+		deps.Webhook = mdm.LimitBody(mdm.MaxWebhookBody)(wh)
 		srv.capture = capture
 		notes = append(notes, "companion mode: point nanomdm's -webhook-url at /webhook/nanomdm with the same -webhook-hmac-key")
 	} else {
@@ -311,7 +347,7 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 		if err != nil {
 			return nil, nil, err
 		}
-		emb.Mount(r, apiAuth)
+		deps.MDM = emb
 		srv.capture = capture
 		if caCreated {
 			notes = append(notes, "created the SCEP CA that issues device identities")
@@ -322,7 +358,21 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 				"then: write the enrollment profile: fvescrow profile enroll --url https://YOUR-PUBLIC-HOST -o enroll.mobileconfig")
 		}
 	}
-	srv.handler = r
+	oidcRoutes, oidcPolicy, err := c.oidc.build(ctx, authn, st.meta, st.meta, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if oidcRoutes != nil {
+		deps.Mounts, deps.ExtraPolicy = append(deps.Mounts, oidcRoutes), api.Merge(auth.Policy{}, oidcPolicy)
+	}
+	webRoutes, webPolicy, err := c.web.build(deps, oidcRoutes != nil, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if webRoutes != nil {
+		deps.Mounts, deps.ExtraPolicy = append(deps.Mounts, webRoutes), api.Merge(api.Merge(auth.Policy{}, deps.ExtraPolicy), webPolicy)
+	}
+	srv.handler, srv.policy = api.New(deps)
 	ok = true
 	return srv, notes, nil
 }
@@ -365,4 +415,13 @@ func readyHandler(st *stores, svc *escrow.Service, log *slog.Logger) http.Handle
 		}
 		api.WriteJSON(w, code, status)
 	}
+}
+
+// defaultServeConfig is serveConfig with every flag at its default (pflag
+// stores a default when a flag is defined), for tests that build a server
+// without a command line.
+func defaultServeConfig() serveConfig {
+	var c serveConfig
+	c.register(&cobra.Command{})
+	return c
 }

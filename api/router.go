@@ -1,0 +1,144 @@
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/fvescrow/fvescrow/api/auth"
+	"github.com/fvescrow/fvescrow/escrow"
+	"github.com/fvescrow/fvescrow/token"
+	"github.com/go-chi/chi/v5"
+)
+
+// Devices is the HTTP layer's view of devices and their keys' metadata.
+type Devices interface {
+	Device(ctx context.Context, id escrow.DeviceID) (escrow.Device, error)
+	FindDevices(ctx context.Context, q escrow.DeviceQuery) ([]escrow.Device, error)
+	KeyVersions(ctx context.Context, id escrow.DeviceID, kind escrow.SecretKind) ([]escrow.KeyVersion, error)
+}
+
+// Details are the rest of a device page.
+type Details interface {
+	Accounts(ctx context.Context, id escrow.DeviceID) ([]token.Account, time.Time, error)
+	Jobs(ctx context.Context, q escrow.JobQuery) ([]escrow.Job, error)
+}
+
+// Audit reads the audit log.
+type Audit interface {
+	AuditRecords(ctx context.Context, q escrow.AuditQuery) ([]escrow.AuditRecord, error)
+	AppendAudit(ctx context.Context, e escrow.Event) (escrow.AuditRecord, error)
+}
+
+// People is users, tokens, blocks and notifications.
+type People interface {
+	escrow.UserStore
+	escrow.TokenStore
+	escrow.SessionStore
+	LiftBlocks(ctx context.Context, actorID string, by escrow.Actor, at time.Time, e escrow.Event) error
+	Notifications(ctx context.Context, q escrow.NotificationQuery) ([]escrow.Notification, error)
+}
+
+// Mounter adds routes (the embedded MDM, the web UI) to the router; their
+// routes must be in the policy table.
+type Mounter interface {
+	Mount(r chi.Router)
+}
+
+// Deps are everything the HTTP layer uses. Required: Log, Auth, Local,
+// Devices, Details, Audit, People, Revealer, Approvals.
+type Deps struct {
+	Log       *slog.Logger
+	Auth      *auth.Authenticator
+	Local     *auth.LocalAccounts
+	Devices   Devices
+	Details   Details
+	Audit     Audit
+	People    People
+	Revealer  escrow.Revealer
+	Approvals *escrow.Approvals
+	Ready     http.HandlerFunc
+	MDM       Mounter      // optional
+	Webhook   http.Handler // optional (companion mode)
+	// Mounts add more routes (the web UI, OIDC sign-in); ExtraPolicy
+	// declares their access.
+	Mounts      []Mounter
+	ExtraPolicy auth.Policy
+	// TokenTTL is the lifetime of the personal tokens /api/v1/login issues.
+	TokenTTL time.Duration
+}
+
+// handlers holds the dependencies of the REST handlers.
+type handlers struct{ Deps }
+
+// New builds the server's HTTP handler and returns it with the policy table
+// it enforces.
+func New(d Deps) (http.Handler, auth.Policy) {
+	if d.Log == nil || d.Auth == nil || d.Local == nil || d.Devices == nil || d.Details == nil || d.Audit == nil ||
+		d.People == nil || d.Revealer == nil || d.Approvals == nil {
+		panic("api.New: missing dependency")
+	}
+	if d.TokenTTL == 0 {
+		d.TokenTTL = 12 * time.Hour
+	}
+	policy := Merge(Policy(), d.ExtraPolicy)
+	h := &handlers{Deps: d}
+	onErr := func(w http.ResponseWriter, r *http.Request, err error) { WriteError(w, r, d.Log, err) }
+	r := chi.NewRouter()
+	r.Use(RequestIDs, Recover(d.Log), SecurityHeaders, AccessLog(d.Log.With("component", "http")))
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) { WriteError(w, r, d.Log, escrow.ErrNotFound) })
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		WriteJSON(w, http.StatusMethodNotAllowed, errorBody{Error: errorDetail{Code: "method_not_allowed", Message: "method not allowed", RequestID: RequestID(r.Context())}})
+	})
+	r.Group(func(r chi.Router) {
+		r.Use(d.Auth.Authenticate(onErr), auth.Authorize(policy, onErr))
+		r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+			WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		})
+		if d.Ready != nil {
+			r.Get("/readyz", d.Ready)
+		}
+		r.Route("/api/v1", func(r chi.Router) {
+			r.Use(LimitJSON)
+			r.Post("/login", h.login)
+			r.Get("/me", h.me)
+			r.Get("/devices", h.listDevices)
+			r.Get("/devices/{device}", h.getDevice)
+			r.Post("/devices/{device}/reveal", h.reveal)
+			r.Post("/devices/{device}/approvals", h.requestApproval)
+			r.Get("/approvals", h.listApprovals)
+			r.Get("/approvals/{id}", h.getApproval)
+			r.Post("/approvals/{id}/approve", h.decide(true))
+			r.Post("/approvals/{id}/deny", h.decide(false))
+			r.Get("/audit", h.listAudit)
+			r.Get("/audit/export", h.exportAudit)
+			r.Get("/notifications", h.listNotifications)
+			r.Get("/tokens", h.listTokens)
+			r.Post("/tokens", h.createToken)
+			r.Delete("/tokens/{id}", h.revokeToken)
+			r.Get("/users", h.listUsers)
+			r.Post("/users", h.createUser)
+			r.Patch("/users/{id}", h.updateUser)
+			r.Delete("/blocks/{actor}", h.liftBlock)
+		})
+		if d.MDM != nil {
+			d.MDM.Mount(r)
+		}
+		if d.Webhook != nil {
+			r.Post("/webhook/nanomdm", d.Webhook.ServeHTTP)
+		}
+		for _, m := range d.Mounts {
+			m.Mount(r)
+		}
+	})
+	return r, policy
+}
+
+// LimitJSON bounds API request bodies.
+func LimitJSON(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, MaxJSONBody)
+		next.ServeHTTP(w, r)
+	})
+}
