@@ -365,7 +365,7 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 	if oidcRoutes != nil {
 		deps.Mounts, deps.ExtraPolicy = append(deps.Mounts, oidcRoutes), api.Merge(auth.Policy{}, oidcPolicy)
 	}
-	webRoutes, webPolicy, err := c.web.build(deps, oidcRoutes != nil, log)
+	webRoutes, webPolicy, err := c.web.build(deps, oidcRoutes, log)
 	if err != nil {
 		return nil, nil, err
 	}

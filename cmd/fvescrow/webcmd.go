@@ -13,7 +13,8 @@ type webConfig struct{}
 
 func (c *webConfig) register(*cobra.Command) {}
 
-// build returns the web UI's routes (nil to serve none).
-func (c *webConfig) build(deps api.Deps, oidcEnabled bool, log *slog.Logger) (api.Mounter, auth.Policy, error) {
+// build returns the web UI's routes (nil to serve none). sso is nil when
+// OIDC sign-in is not configured.
+func (c *webConfig) build(deps api.Deps, sso ssoRoutes, log *slog.Logger) (api.Mounter, auth.Policy, error) {
 	return nil, nil, nil
 }
