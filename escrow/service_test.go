@@ -44,13 +44,13 @@ type env struct {
 // backends are the two storage modes: the embedded default and production.
 var backends = []struct {
 	name string
-	open func(t *testing.T) (escrow.SecretStore, escrow.MetaStore)
+	open func(t testing.TB) (escrow.SecretStore, escrow.MetaStore)
 }{
 	{"embedded", openEmbedded},
 	{"vault+postgres", openProduction},
 }
 
-func openEmbedded(t *testing.T) (escrow.SecretStore, escrow.MetaStore) {
+func openEmbedded(t testing.TB) (escrow.SecretStore, escrow.MetaStore) {
 	dir := t.TempDir()
 	id, _, err := agestore.LoadOrCreateIdentity(filepath.Join(dir, "age.key"))
 	if err != nil {
@@ -68,12 +68,12 @@ func openEmbedded(t *testing.T) (escrow.SecretStore, escrow.MetaStore) {
 	return secrets, meta
 }
 
-func openProduction(t *testing.T) (escrow.SecretStore, escrow.MetaStore) {
+func openProduction(t testing.TB) (escrow.SecretStore, escrow.MetaStore) {
 	v := vaulttest.StartDev(t)
 	return openVault(t, v), openPostgres(t)
 }
 
-func openVault(t *testing.T, v *vaulttest.Server) escrow.SecretStore {
+func openVault(t testing.TB, v *vaulttest.Server) escrow.SecretStore {
 	policy, err := os.ReadFile("../deploy/vault/fvescrow-policy.hcl")
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +90,7 @@ func openVault(t *testing.T, v *vaulttest.Server) escrow.SecretStore {
 	return s
 }
 
-func openPostgres(t *testing.T) escrow.MetaStore {
+func openPostgres(t testing.TB) escrow.MetaStore {
 	meta, err := sqlstore.OpenPostgres(ctx, pgtest.NewDatabase(t))
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +104,7 @@ var (
 	idVal  [2]*fde.Identity
 )
 
-func identities(t *testing.T) (*fde.Identity, *fde.Identity) {
+func identities(t testing.TB) (*fde.Identity, *fde.Identity) {
 	idOnce.Do(func() {
 		for i := range idVal {
 			id, err := fde.NewIdentity(fde.IdentityOptions{CommonName: fmt.Sprint("escrow test ", i)})
@@ -117,7 +117,7 @@ func identities(t *testing.T) (*fde.Identity, *fde.Identity) {
 	return idVal[0], idVal[1]
 }
 
-func newEnv(t *testing.T, secrets escrow.SecretStore, meta escrow.MetaStore, opts ...escrow.Option) *env {
+func newEnv(t testing.TB, secrets escrow.SecretStore, meta escrow.MetaStore, opts ...escrow.Option) *env {
 	t.Helper()
 	id, _ := identities(t)
 	if err := escrow.StoreEscrowIdentity(ctx, meta, secrets, *id, time.Now()); err != nil {
