@@ -111,7 +111,7 @@ func (s *Service) process(ctx context.Context, d Device, it OutboxItem) (IngestR
 			Device: it.Device, Kind: KindPRK, Source: it.Source, Status: StatusEscrowed, SecretVersion: sv,
 			CertFingerprint: fp, CMSSHA256: it.CMSSHA256, Warning: key.Warning(), ReceivedAt: it.ReceivedAt,
 		},
-		CMS: it.CMS, OutboxID: it.ID,
+		CMS: it.CMS, OutboxID: it.ID, Verify: it.Source == SourceSecurityInfo,
 		Event: s.event(ActorDevice, string(it.Device), ActionKeyEscrowed, it.Device, map[string]string{
 			"source": string(it.Source), "secret_version": fmt.Sprint(sv), "escrow_cert": fp, "cms_sha256": it.CMSSHA256,
 		}),

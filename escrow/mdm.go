@@ -63,6 +63,8 @@ type Job struct {
 	Attempts  int
 	Error     string
 	Data      map[string]string // non-secret job data
+	Campaign  int64             // the rotation campaign it belongs to (0: none)
+	Ref       int64             // the key version it is about (0: none)
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }
@@ -72,10 +74,11 @@ func (j Job) Open() bool { return j.State == JobPending || j.State == JobWaiting
 
 // JobQuery selects jobs.
 type JobQuery struct {
-	Kind   string
-	Device DeviceID
-	States []JobState
-	Limit  int // default 100
+	Kind     string
+	Device   DeviceID
+	States   []JobState
+	Campaign int64
+	Limit    int // default 100
 }
 
 // JobStore keeps jobs. Claims are leases, so replicas never run the same

@@ -129,8 +129,26 @@ func (s *Service) RetireDevice(ctx context.Context, actor Actor, id DeviceID, re
 	if strings.TrimSpace(reason) == "" {
 		return fmt.Errorf("%w: a reason is required", ErrInvalid)
 	}
-	_, err := s.meta.RetireDevice(ctx, id, Event{Time: s.now(), Actor: actor, Action: ActionDeviceRetired, Device: id, Reason: reason})
-	return err
+	if _, err := s.meta.RetireDevice(ctx, id, Event{Time: s.now(), Actor: actor, Action: ActionDeviceRetired, Device: id, Reason: reason}); err != nil {
+		return err
+	}
+	// A rotation in progress ends here, with a clear state.
+	if jobs, ok := s.meta.(JobStore); ok {
+		j, err := jobs.OpenJob(ctx, JobRotation, id)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		j.State, j.Step, j.Error, j.RunAt = JobCanceled, RotationCanceled, "the device was retired", s.now()
+		if err := jobs.UpdateJob(ctx, j); err != nil {
+			return err
+		}
+		_, err = s.meta.AppendAudit(ctx, Event{Time: s.now(), Actor: System, Action: ActionRotationCanceled, Device: id,
+			Reason: "the device was retired", Detail: map[string]string{"job": fmt.Sprint(j.ID)}})
+		return err
+	}
+	return nil
 }
 
 // PutToken escrows a bootstrap token or unlock token. The same token again

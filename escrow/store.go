@@ -51,7 +51,8 @@ type KeyRecord struct {
 	// SameAs attaches the CMS to this existing version instead of adding one:
 	// the blob decrypted to a key fvescrow already holds.
 	SameAs int64
-	// Verify sets VerifiedAt on the SameAs version.
+	// Verify marks the version verified (the device itself reported the
+	// key): the SameAs version, or the new escrowed version.
 	Verify   bool
 	OutboxID int64 // outbox item to clear; 0 for none
 	Event    Event

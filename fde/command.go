@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/micromdm/plist"
 )
@@ -114,6 +115,26 @@ func NewRotateFileVaultKey(current RecoveryKey, reply *x509.Certificate, opts ..
 	if current.IsZero() {
 		return Command{}, errors.New("rotate FileVault key: no current recovery key")
 	}
+	return rotateFileVaultKey(current.Expose(), reply, opts)
+}
+
+// RotationReferencePrefix starts the FileVaultUnlock.Password of a
+// RotateFileVaultKey command at rest in the MDM queue: a reference to the
+// key version, replaced by the key itself when the command is handed to the
+// device.
+const RotationReferencePrefix = "fvescrow-reference:"
+
+// NewRotateFileVaultKeyReference builds the RotateFileVaultKey command as
+// it rests in the MDM queue: the same command, with a reference (not a
+// secret) where the current key will go.
+func NewRotateFileVaultKeyReference(reference string, reply *x509.Certificate, opts ...CommandOption) (Command, error) {
+	if reference == "" || strings.ContainsAny(reference, "<>&") {
+		return Command{}, errors.New("rotate FileVault key: bad reference")
+	}
+	return rotateFileVaultKey(RotationReferencePrefix+reference, reply, opts)
+}
+
+func rotateFileVaultKey(password string, reply *x509.Certificate, opts []CommandOption) (Command, error) {
 	if reply == nil {
 		return Command{}, errors.New("rotate FileVault key: no reply certificate (the new key would not come back)")
 	}
@@ -125,7 +146,7 @@ func NewRotateFileVaultKey(current RecoveryKey, reply *x509.Certificate, opts ..
 		KeyType                    string `plist:"KeyType"`
 		FileVaultUnlock            unlock `plist:"FileVaultUnlock"`
 		ReplyEncryptionCertificate []byte `plist:"ReplyEncryptionCertificate"`
-	}{RequestRotateFileVaultKey, "personal", unlock{current.Expose()}, reply.Raw}, opts)
+	}{RequestRotateFileVaultKey, "personal", unlock{password}, reply.Raw}, opts)
 }
 
 // newUUID returns a random (version 4) UUID in upper case, as Apple writes them.

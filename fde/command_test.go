@@ -77,3 +77,36 @@ func TestRotateCommandNeedsKeyAndCert(t *testing.T) {
 		t.Error("empty profile accepted")
 	}
 }
+
+// TestRotateReference: the queued form of RotateFileVaultKey is the same
+// command, valid against Apple's schema, with a reference where the key goes
+// and no key anywhere in it.
+func TestRotateReference(t *testing.T) {
+	t.Parallel()
+	cert := fixtureCert(t)
+	ref, err := fde.NewRotateFileVaultKeyReference("prk/DEVICE-1/3", cert, fde.WithCommandUUID("00000000-0000-4000-8000-000000000002"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := schema(t).ValidateCommand(ref.Plist); err != nil {
+		t.Errorf("does not validate against Apple's schema:\n%v", err)
+	}
+	body := string(ref.Plist)
+	if !strings.Contains(body, "<string>"+fde.RotationReferencePrefix+"prk/DEVICE-1/3</string>") {
+		t.Errorf("reference missing from the queued body:\n%s", body)
+	}
+	if strings.Contains(body, testPRK) {
+		t.Error("queued body holds the key")
+	}
+	if ref.RequestType != fde.RequestRotateFileVaultKey || ref.UUID != "00000000-0000-4000-8000-000000000002" {
+		t.Errorf("command %v", ref)
+	}
+	for _, bad := range []string{"", "a<b", "x&y"} {
+		if _, err := fde.NewRotateFileVaultKeyReference(bad, cert); err == nil {
+			t.Errorf("reference %q accepted", bad)
+		}
+	}
+	if _, err := fde.NewRotateFileVaultKeyReference("prk/x/1", nil); err == nil {
+		t.Error("no reply certificate accepted")
+	}
+}

@@ -91,6 +91,7 @@ type Capture struct {
 	backoff []time.Duration
 	daily   time.Duration // recheck after a key is escrowed or FileVault is off
 	answer  time.Duration // how long to wait for an answer before pushing again
+	rot     *RotationConfig
 }
 
 // Option configures Capture.
@@ -176,7 +177,7 @@ func (c *Capture) Authenticate(ctx context.Context, id escrow.DeviceID, raw []by
 		return fmt.Errorf("capture: authenticate %s: %w", id, err)
 	}
 	c.log.InfoContext(ctx, "device authenticated", "device", id, "serial", info.SerialNumber)
-	return nil
+	return c.rotationReenrolled(ctx, id)
 }
 
 // EscrowUnlockToken escrows an iOS UnlockToken (TokenUpdate) before the
@@ -258,9 +259,11 @@ func (c *Capture) CheckOut(ctx context.Context, id escrow.DeviceID) error {
 	}
 	if j, err := c.store.OpenJob(ctx, JobEscrowCheck, id); err == nil {
 		j.State, j.Error = escrow.JobCanceled, "device checked out"
-		return c.store.UpdateJob(ctx, j)
+		if err := c.store.UpdateJob(ctx, j); err != nil {
+			return err
+		}
 	}
-	return nil
+	return c.rotationCheckedOut(ctx, id)
 }
 
 // SetBootstrapToken escrows a bootstrap token. An empty token (macOS asks to
@@ -293,37 +296,43 @@ func (c *Capture) GetBootstrapToken(ctx context.Context, id escrow.DeviceID) ([]
 // outbox, so an acknowledged key is never lost. The returned function is the
 // second step, run after the acknowledgement; it is never nil on success.
 // A result for a command fvescrow did not send returns ErrUnknownCommand.
-func (c *Capture) Result(ctx context.Context, id escrow.DeviceID, status, uuid string, raw []byte) (func(context.Context) error, error) {
+// The request type of the answered command is returned too.
+func (c *Capture) Result(ctx context.Context, id escrow.DeviceID, status, uuid string, raw []byte) (func(context.Context) error, string, error) {
 	nothing := func(context.Context) error { return nil }
 	if status == fde.StatusIdle || uuid == "" {
-		return nothing, nil
+		return nothing, "", nil
 	}
 	cmd, err := c.store.Command(ctx, id, uuid)
 	if errors.Is(err, escrow.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %s from %s", ErrUnknownCommand, uuid, id)
+		return nil, "", fmt.Errorf("%w: %s from %s", ErrUnknownCommand, uuid, id)
 	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	res, err := fde.ParseResult(raw)
 	if err != nil {
-		return nil, fmt.Errorf("capture: result %s: %w", uuid, err)
+		return nil, cmd.RequestType, fmt.Errorf("capture: result %s: %w", uuid, err)
 	}
 	if _, err := c.store.AnswerCommand(ctx, id, uuid, status, errorChain(res.ErrorChain), c.now()); err != nil {
-		return nil, err
+		return nil, cmd.RequestType, err
 	}
 	if status == fde.StatusNotNow {
-		return nothing, nil // the device answers again later
+		return nothing, cmd.RequestType, nil // the device answers again later
 	}
+	var after func(context.Context) error
 	switch cmd.RequestType {
 	case fde.RequestSecurityInfo:
-		return c.securityInfo(ctx, id, cmd, raw)
+		after, err = c.securityInfo(ctx, id, cmd, raw)
+	case fde.RequestRotateFileVaultKey:
+		after, err = c.rotateResult(ctx, id, cmd, status, raw)
 	case fde.RequestUserList:
-		return func(ctx context.Context) error { return c.userList(ctx, id, raw) }, nil
+		after = func(ctx context.Context) error { return c.userList(ctx, id, raw) }
 	case fde.RequestInstallProfile:
-		return func(ctx context.Context) error { return c.installProfile(ctx, id, cmd, res) }, nil
+		after = func(ctx context.Context) error { return c.installProfile(ctx, id, cmd, res) }
+	default:
+		after = nothing
 	}
-	return nothing, nil
+	return after, cmd.RequestType, err
 }
 
 func errorChain(ec []fde.ErrorChainItem) string {
@@ -391,7 +400,17 @@ func (c *Capture) securityInfo(ctx context.Context, id escrow.DeviceID, cmd escr
 			return err
 		}
 		c.log.InfoContext(ctx, "SecurityInfo", "device", id, "escrow_status", attrs[escrow.AttrEscrowStatus], "fde_enabled", si.FDEEnabled.String())
-		return c.reschedule(ctx, id, settled)
+		if err := c.reschedule(ctx, id, settled); err != nil {
+			return err
+		}
+		if c.rot != nil && attrs[escrow.AttrEscrowStatus] == string(escrow.EscrowPredatesProfile) {
+			// Only a new key fixes this, and MDM has no credential to make
+			// one: an agent on the Mac must.
+			if err := c.markRegeneration(ctx, id, "FileVault was turned on before the escrow profile: its key was never escrowed", 0); err != nil {
+				return err
+			}
+		}
+		return c.rotationAfterSecurityInfo(ctx, id, si)
 	}, nil
 }
 

@@ -57,14 +57,8 @@ func NewNanoEnqueuer(store storage.AllStorage, pushCerts *PushCerts, client Push
 // Enqueue queues cmd and pushes in the background (a device that misses the
 // push still gets the command at its next check-in).
 func (e *NanoEnqueuer) Enqueue(ctx context.Context, id escrow.DeviceID, cmd fde.Command) error {
-	m := &mdm.Command{CommandUUID: cmd.UUID, Raw: cmd.Plist}
-	m.Command.RequestType = cmd.RequestType
-	errs, err := e.store.EnqueueCommand(ctx, []string{string(id)}, m)
-	if err == nil {
-		err = errs[string(id)]
-	}
-	if err != nil {
-		return fmt.Errorf("enqueue %v: %w", cmd, err)
+	if err := e.EnqueueQuiet(ctx, id, cmd); err != nil {
+		return err
 	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -73,6 +67,49 @@ func (e *NanoEnqueuer) Enqueue(ctx context.Context, id escrow.DeviceID, cmd fde.
 			e.log.Debug("push after enqueue", "device", id, "err", err)
 		}
 	}()
+	return nil
+}
+
+// EnqueueQuiet queues cmd without a push (the caller pushes a batch).
+func (e *NanoEnqueuer) EnqueueQuiet(ctx context.Context, id escrow.DeviceID, cmd fde.Command) error {
+	m := &mdm.Command{CommandUUID: cmd.UUID, Raw: cmd.Plist}
+	m.Command.RequestType = cmd.RequestType
+	errs, err := e.store.EnqueueCommand(ctx, []string{string(id)}, m)
+	if err == nil {
+		// diskv keys its per-ID errors by command UUID.
+		if err = errs[string(id)]; err == nil {
+			err = errs[cmd.UUID]
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("enqueue %v: %w", cmd, err)
+	}
+	return nil
+}
+
+// PushMany wakes many devices with one call to the push service, which
+// sends the notifications concurrently.
+func (e *NanoEnqueuer) PushMany(ctx context.Context, ids []escrow.DeviceID) error {
+	if _, err := e.push.Topic(ctx); errors.Is(err, escrow.ErrNotFound) {
+		return nil
+	}
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = string(id)
+	}
+	res, err := e.pusher.Push(ctx, s)
+	if err != nil {
+		return err
+	}
+	failed := 0
+	for _, r := range res {
+		if r != nil && r.Err != nil {
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("push failed for %d of %d devices", failed, len(ids))
+	}
 	return nil
 }
 

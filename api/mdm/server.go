@@ -49,7 +49,12 @@ type EmbeddedOption func(*embeddedConfig)
 type embeddedConfig struct {
 	log        *slog.Logger
 	certHeader string
+	purge      QueuePurger
 }
+
+// WithQueuePurger deletes answered rotation commands and their results
+// from nanomdm storage that would otherwise keep them (diskv).
+func WithQueuePurger(p QueuePurger) EmbeddedOption { return func(c *embeddedConfig) { c.purge = p } }
 
 // WithEmbeddedLogger sets the logger.
 func WithEmbeddedLogger(l *slog.Logger) EmbeddedOption { return func(c *embeddedConfig) { c.log = l } }
@@ -71,7 +76,7 @@ func NewEmbedded(guarded storage.AllStorage, capture *Capture, enq *NanoEnqueuer
 	log := cfg.log.With("component", "mdm")
 	nl := logadapt.New(log)
 	nano := nanomdm.New(guarded, nanomdm.WithLogger(nl.With("service", "nanomdm")))
-	svc := certauth.New(&captureService{next: nano, capture: capture, log: log}, guarded, certauth.WithLogger(nl.With("service", "certauth")))
+	svc := certauth.New(&captureService{next: nano, capture: capture, purge: cfg.purge, log: log}, guarded, certauth.WithLogger(nl.With("service", "certauth")))
 	verifier, err := ca.Verifier()
 	if err != nil {
 		return nil, err

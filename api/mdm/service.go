@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fvescrow/fvescrow/escrow"
+	"github.com/fvescrow/fvescrow/fde"
 	"github.com/micromdm/nanomdm/mdm"
 	"github.com/micromdm/nanomdm/service"
 )
@@ -18,6 +19,7 @@ import (
 type captureService struct {
 	next    service.CheckinAndCommandService
 	capture *Capture
+	purge   QueuePurger // nil when the storage deletes answered commands itself
 	log     *slog.Logger
 }
 
@@ -126,7 +128,7 @@ func (s *captureService) CommandAndReportResults(r *mdm.Request, res *mdm.Comman
 	if !ok {
 		return s.next.CommandAndReportResults(r, res)
 	}
-	after, err := s.capture.Result(r.Context(), id, res.Status, res.CommandUUID, res.Raw)
+	after, requestType, err := s.capture.Result(r.Context(), id, res.Status, res.CommandUUID, res.Raw)
 	if errors.Is(err, ErrUnknownCommand) {
 		s.log.WarnContext(r.Context(), "ignored a result for a command fvescrow did not send", "device", id, "command_uuid", res.CommandUUID, "status", res.Status)
 		idle := *res
@@ -136,16 +138,46 @@ func (s *captureService) CommandAndReportResults(r *mdm.Request, res *mdm.Comman
 	if err != nil {
 		return nil, err
 	}
+	answered := requestType == fde.RequestRotateFileVaultKey && res.Status != fde.StatusNotNow
+	if answered {
+		// nanomdm keeps only the status of a rotation's answer.
+		clean := *res
+		clean.Raw = sanitizedResult(res.UDID, res.CommandUUID, res.Status)
+		res = &clean
+	}
 	cmd, err := s.next.CommandAndReportResults(r, res)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := background(r)
 	defer cancel()
+	if answered && s.purge != nil {
+		if err := s.purge.PurgeCommand(ctx, string(id), res.CommandUUID); err != nil {
+			s.log.ErrorContext(ctx, "purging an answered rotation from the MDM queue", "device", id, "command_uuid", res.CommandUUID, "err", err)
+		}
+	}
 	if err := after(ctx); err != nil {
 		// The result is acknowledged and any key blob is in the outbox; the
 		// drainer and the next check finish what failed here.
 		s.log.ErrorContext(ctx, "processing a command result", "device", id, "command_uuid", res.CommandUUID, "err", err)
 	}
+	if cmd != nil && cmd.Command.RequestType == fde.RequestRotateFileVaultKey {
+		// The queued command holds a reference; the device gets the key.
+		raw, err := s.capture.deliver(r.Context(), id, cmd.CommandUUID)
+		if err != nil {
+			return nil, err
+		}
+		if raw != nil {
+			withKey := *cmd
+			withKey.Raw = raw
+			cmd = &withKey
+		}
+	}
 	return cmd, nil
+}
+
+// QueuePurger deletes an answered command's body and result from the MDM
+// server's storage, for backends that do not delete them themselves.
+type QueuePurger interface {
+	PurgeCommand(ctx context.Context, id, uuid string) error
 }

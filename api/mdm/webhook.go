@@ -138,7 +138,7 @@ func (h *Webhook) handle(r *http.Request, ev webhookEvent) error {
 		if !ok {
 			return nil
 		}
-		after, err := h.capture.Result(ctx, id, a.Status, a.CommandUUID, a.RawPayload)
+		after, _, err := h.capture.Result(ctx, id, a.Status, a.CommandUUID, a.RawPayload)
 		if errors.Is(err, ErrUnknownCommand) {
 			return nil // a command someone else sent
 		}

@@ -152,15 +152,20 @@ func (s *Store) addVersion(ctx context.Context, tx *sql.Tx, r escrow.KeyRecord) 
 	}
 	v.ReceivedAt = escrow.AuditTime(s.orNow(v.ReceivedAt))
 	v.SupersededAt, v.DisclosedAt, v.VerifiedAt = time.Time{}, time.Time{}, time.Time{}
+	var verified sql.NullInt64
+	if r.Verify && v.Status == escrow.StatusEscrowed {
+		// The device itself reported this key (SecurityInfo): verified now.
+		v.VerifiedAt, verified = v.ReceivedAt, sql.NullInt64{Int64: micros(v.ReceivedAt), Valid: true}
+	}
 	err := tx.QueryRowContext(ctx, s.q(`SELECT COALESCE(MAX(seq), 0) + 1 FROM key_versions WHERE device = ? AND kind = ?`),
 		v.Device, v.Kind).Scan(&v.Seq)
 	if err != nil {
 		return escrow.KeyVersion{}, err
 	}
 	err = tx.QueryRowContext(ctx, s.q(`INSERT INTO key_versions (device, kind, seq, source, status, secret_version,
-		cert_fingerprint, cms_sha256, error, warning, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`),
+		cert_fingerprint, cms_sha256, error, warning, received_at, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`),
 		v.Device, v.Kind, v.Seq, v.Source, v.Status, v.SecretVersion, v.CertFingerprint, v.CMSSHA256, v.Error, v.Warning,
-		micros(v.ReceivedAt)).Scan(&v.ID)
+		micros(v.ReceivedAt), verified).Scan(&v.ID)
 	if err != nil {
 		return escrow.KeyVersion{}, err
 	}

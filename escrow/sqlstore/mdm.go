@@ -98,7 +98,7 @@ func (s *Store) Commands(ctx context.Context, id escrow.DeviceID, limit int) ([]
 	return out, wrap("commands of "+string(id), rows.Err())
 }
 
-const jobCols = `id, kind, device, state, step, run_at, attempts, error, data, created_at, updated_at`
+const jobCols = `id, kind, device, state, step, run_at, attempts, error, data, campaign, ref, created_at, updated_at`
 
 func scanJob(sc scanner) (escrow.Job, error) {
 	var (
@@ -106,7 +106,7 @@ func scanJob(sc scanner) (escrow.Job, error) {
 		runAt, created, updated int64
 		data                    string
 	)
-	if err := sc.Scan(&j.ID, &j.Kind, &j.Device, &j.State, &j.Step, &runAt, &j.Attempts, &j.Error, &data, &created, &updated); err != nil {
+	if err := sc.Scan(&j.ID, &j.Kind, &j.Device, &j.State, &j.Step, &runAt, &j.Attempts, &j.Error, &data, &j.Campaign, &j.Ref, &created, &updated); err != nil {
 		return escrow.Job{}, err
 	}
 	j.RunAt, j.CreatedAt, j.UpdatedAt = fromMicros(runAt), fromMicros(created), fromMicros(updated)
@@ -156,13 +156,11 @@ func (s *Store) PutJob(ctx context.Context, j escrow.Job) (escrow.Job, error) {
 			j.Kind, j.Device).Scan(&id)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			err = tx.QueryRowContext(ctx, s.q(`INSERT INTO jobs (kind, device, state, step, run_at, attempts, error, data, created_at, updated_at)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`),
-				j.Kind, j.Device, j.State, j.Step, micros(s.orNow(j.RunAt)), j.Attempts, j.Error, data, now, now).Scan(&id)
+			id, err = s.insertJob(ctx, tx, j, data, now)
 		case err == nil:
 			_, err = tx.ExecContext(ctx, s.q(`UPDATE jobs SET state = ?, step = ?, run_at = ?, attempts = ?, error = ?, data = ?,
-				updated_at = ?, claimed_by = '', claimed_until = NULL WHERE id = ?`),
-				j.State, j.Step, micros(s.orNow(j.RunAt)), j.Attempts, j.Error, data, now, id)
+				campaign = ?, ref = ?, updated_at = ?, claimed_by = '', claimed_until = NULL WHERE id = ?`),
+				j.State, j.Step, micros(s.orNow(j.RunAt)), j.Attempts, j.Error, data, j.Campaign, j.Ref, now, id)
 		}
 		if err != nil {
 			return err
@@ -171,6 +169,14 @@ func (s *Store) PutJob(ctx context.Context, j escrow.Job) (escrow.Job, error) {
 		return err
 	})
 	return out, wrap(op, err)
+}
+
+func (s *Store) insertJob(ctx context.Context, tx *sql.Tx, j escrow.Job, data string, now int64) (int64, error) {
+	var id int64
+	err := tx.QueryRowContext(ctx, s.q(`INSERT INTO jobs (kind, device, state, step, run_at, attempts, error, data, campaign, ref, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`),
+		j.Kind, j.Device, j.State, j.Step, micros(s.orNow(j.RunAt)), j.Attempts, j.Error, data, j.Campaign, j.Ref, now, now).Scan(&id)
+	return id, err
 }
 
 // ClaimJobs leases up to limit open, due jobs of a kind to owner.
@@ -214,8 +220,8 @@ func (s *Store) UpdateJob(ctx context.Context, j escrow.Job) error {
 	}
 	err = s.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, s.q(`UPDATE jobs SET state = ?, step = ?, run_at = ?, attempts = ?, error = ?, data = ?,
-			updated_at = ?, claimed_by = '', claimed_until = NULL WHERE id = ?`),
-			j.State, j.Step, micros(s.orNow(j.RunAt)), j.Attempts, j.Error, data, micros(s.now()), j.ID)
+			campaign = ?, ref = ?, updated_at = ?, claimed_by = '', claimed_until = NULL WHERE id = ?`),
+			j.State, j.Step, micros(s.orNow(j.RunAt)), j.Attempts, j.Error, data, j.Campaign, j.Ref, micros(s.now()), j.ID)
 		if err != nil {
 			return err
 		}
@@ -244,6 +250,9 @@ func (s *Store) Jobs(ctx context.Context, q escrow.JobQuery) ([]escrow.Job, erro
 	}
 	if q.Device != "" {
 		where, args = append(where, "device = ?"), append(args, q.Device)
+	}
+	if q.Campaign != 0 {
+		where, args = append(where, "campaign = ?"), append(args, q.Campaign)
 	}
 	if len(q.States) > 0 {
 		ph := make([]string, len(q.States))

@@ -76,3 +76,12 @@ func TestPeopleStore(t *testing.T) {
 		})
 	}
 }
+
+func TestRotationStore(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			storetest.RunRotationStore(t, func(t *testing.T) storetest.RotationStore { return b.newStore(t) })
+		})
+	}
+}

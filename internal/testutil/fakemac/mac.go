@@ -75,6 +75,7 @@ type Mac struct {
 	cms        []byte // what /var/db/FileVaultPRK.dat would hold
 	behaviors  map[string]Behavior
 	handled    []string
+	unlocks    []string // FileVaultUnlock.Password of each RotateFileVaultKey (test secrets)
 }
 
 type installed struct {
@@ -320,6 +321,8 @@ func (m *Mac) answer(rt string, cmd map[string]any) map[string]any {
 		return m.userList()
 	case fde.RequestProfileList:
 		return m.profileList()
+	case fde.RequestRotateFileVaultKey:
+		return m.rotate(cmd, true)
 	}
 	return ErrorAnswer(12021, "MCMDMErrorDomain", "Unknown command: "+rt)
 }
