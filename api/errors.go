@@ -44,6 +44,10 @@ func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: msg, RequestID: rid}})
 }
 
+// Classify is WriteError's mapping, for pages that render errors as HTML:
+// the status, a stable code and a message safe to show.
+func Classify(err error) (status int, code, msg string) { return classify(err) }
+
 func classify(err error) (status int, code, msg string) {
 	var mbe *http.MaxBytesError
 	switch {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fvescrow/fvescrow/api/auth"
+	"github.com/fvescrow/fvescrow/api/wire"
 	"github.com/fvescrow/fvescrow/escrow"
 	"github.com/fvescrow/fvescrow/token"
 	"github.com/go-chi/chi/v5"
@@ -44,6 +45,28 @@ type People interface {
 // routes must be in the policy table.
 type Mounter interface {
 	Mount(r chi.Router)
+}
+
+// Pages is a Mounter serving HTML pages (the web UI). For the requests it
+// owns, the errors of authentication and authorization are its to render
+// (a sign-in page rather than JSON), and bodies are bounded before the CSRF
+// check reads a form field.
+type Pages interface {
+	Owns(r *http.Request) bool
+	WriteError(w http.ResponseWriter, r *http.Request, err error)
+}
+
+// MaxFormBody bounds the form bodies of Pages.
+const MaxFormBody = 64 << 10
+
+// pagesFor returns the Pages mount owning r, if any.
+func pagesFor(mounts []Mounter, r *http.Request) Pages {
+	for _, m := range mounts {
+		if p, ok := m.(Pages); ok && p.Owns(r) {
+			return p
+		}
+	}
+	return nil
 }
 
 // Deps are everything the HTTP layer uses. Required: Log, Auth, Local,
@@ -84,43 +107,59 @@ func New(d Deps) (http.Handler, auth.Policy) {
 	}
 	policy := Merge(Policy(), d.ExtraPolicy)
 	h := &handlers{Deps: d}
-	onErr := func(w http.ResponseWriter, r *http.Request, err error) { WriteError(w, r, d.Log, err) }
+	onErr := func(w http.ResponseWriter, r *http.Request, err error) {
+		if p := pagesFor(d.Mounts, r); p != nil {
+			p.WriteError(w, r, err)
+			return
+		}
+		WriteError(w, r, d.Log, err)
+	}
+	limitPages := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if pagesFor(d.Mounts, r) != nil {
+				r.Body = http.MaxBytesReader(w, r.Body, MaxFormBody)
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 	r := chi.NewRouter()
 	r.Use(RequestIDs, Recover(d.Log), SecurityHeaders, AccessLog(d.Log.With("component", "http")))
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) { WriteError(w, r, d.Log, escrow.ErrNotFound) })
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) { onErr(w, r, escrow.ErrNotFound) })
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusMethodNotAllowed, errorBody{Error: errorDetail{Code: "method_not_allowed", Message: "method not allowed", RequestID: RequestID(r.Context())}})
 	})
 	r.Group(func(r chi.Router) {
-		r.Use(d.Auth.Authenticate(onErr), auth.Authorize(policy, onErr))
+		r.Use(limitPages, d.Auth.Authenticate(onErr), auth.Authorize(policy, onErr))
 		r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 			WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		})
 		if d.Ready != nil {
 			r.Get("/readyz", d.Ready)
 		}
-		r.Route("/api/v1", func(r chi.Router) {
+		// A group, not r.Route: a mounted subrouter would run Authorize before
+		// its own routing, when the pattern is still "/api/v1/*".
+		r.Group(func(r chi.Router) {
 			r.Use(LimitJSON)
-			r.Post("/login", h.login)
-			r.Get("/me", h.me)
-			r.Get("/devices", h.listDevices)
-			r.Get("/devices/{device}", h.getDevice)
-			r.Post("/devices/{device}/reveal", h.reveal)
-			r.Post("/devices/{device}/approvals", h.requestApproval)
-			r.Get("/approvals", h.listApprovals)
-			r.Get("/approvals/{id}", h.getApproval)
-			r.Post("/approvals/{id}/approve", h.decide(true))
-			r.Post("/approvals/{id}/deny", h.decide(false))
-			r.Get("/audit", h.listAudit)
-			r.Get("/audit/export", h.exportAudit)
-			r.Get("/notifications", h.listNotifications)
-			r.Get("/tokens", h.listTokens)
-			r.Post("/tokens", h.createToken)
-			r.Delete("/tokens/{id}", h.revokeToken)
-			r.Get("/users", h.listUsers)
-			r.Post("/users", h.createUser)
-			r.Patch("/users/{id}", h.updateUser)
-			r.Delete("/blocks/{actor}", h.liftBlock)
+			r.Post("/api/v1/login", h.login)
+			r.Get("/api/v1/me", h.me)
+			r.Get("/api/v1/devices", h.listDevices)
+			r.Get("/api/v1/devices/{device}", h.getDevice)
+			r.Post("/api/v1/devices/{device}/reveal", h.reveal)
+			r.Post("/api/v1/devices/{device}/approvals", h.requestApproval)
+			r.Get("/api/v1/approvals", h.listApprovals)
+			r.Get("/api/v1/approvals/{id}", h.getApproval)
+			r.Post("/api/v1/approvals/{id}/approve", h.decide(true))
+			r.Post("/api/v1/approvals/{id}/deny", h.decide(false))
+			r.Get("/api/v1/audit", h.listAudit)
+			r.Get("/api/v1/audit/export", h.exportAudit)
+			r.Get("/api/v1/notifications", h.listNotifications)
+			r.Get("/api/v1/tokens", h.listTokens)
+			r.Post("/api/v1/tokens", h.createToken)
+			r.Delete("/api/v1/tokens/{id}", h.revokeToken)
+			r.Get("/api/v1/users", h.listUsers)
+			r.Post("/api/v1/users", h.createUser)
+			r.Patch("/api/v1/users/{id}", h.updateUser)
+			r.Delete("/api/v1/blocks/{actor}", h.liftBlock)
 		})
 		if d.MDM != nil {
 			d.MDM.Mount(r)
@@ -134,6 +173,19 @@ func New(d Deps) (http.Handler, auth.Policy) {
 	})
 	return r, policy
 }
+
+// IssueToken creates a personal API token for u, as POST /api/v1/tokens
+// does (the web UI's token page uses it). It returns the secret, shown once.
+func IssueToken(d Deps, r *http.Request, u escrow.User, name string, roles []escrow.Role, ttl time.Duration) (string, escrow.APIToken, error) {
+	return (&handlers{Deps: d}).issueToken(r, u, name, roles, ttl)
+}
+
+// The REST handlers' conversions, shared with the web UI so both show the
+// same fields.
+func ToDevice(d escrow.Device) wire.Device                      { return toDevice(d) }
+func ToApproval(a escrow.Approval, now time.Time) wire.Approval { return toApproval(a, now) }
+func ToToken(t escrow.APIToken) wire.Token                      { return toToken(t) }
+func ToUser(u escrow.User) wire.User                            { return toUser(u) }
 
 // LimitJSON bounds API request bodies.
 func LimitJSON(next http.Handler) http.Handler {
