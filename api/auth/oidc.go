@@ -279,7 +279,7 @@ func (o *OIDC) discovery(ctx context.Context) (*discovered, error) {
 		return nil, fmt.Errorf("%w: %w: the IdP names its issuer %q; use exactly that", ErrDiscovery, ErrBadRequest, mismatch.Discovered)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w: %v", ErrDiscovery, escrow.ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: %v: %w", ErrDiscovery, err, escrow.ErrUnavailable)
 	}
 	var extra struct {
 		EndSession string `json:"end_session_endpoint"`
@@ -517,9 +517,15 @@ func (o *OIDC) signIn(w http.ResponseWriter, r *http.Request, id string, c claim
 	for i, role := range roles {
 		names[i] = string(role)
 	}
+	detail := map[string]string{"method": "oidc", "roles": strings.Join(names, ",")}
+	if len(c.AMR) > 0 {
+		detail["amr"] = strings.Join(c.AMR, ",")
+	}
+	if c.ACR != "" {
+		detail["acr"] = c.ACR
+	}
 	if _, err := o.audit.AppendAudit(ctx, escrow.Event{Time: now, Actor: escrow.Actor{Kind: escrow.ActorUser, ID: u.ID, Name: displayName(u)},
-		Action: ActionLoginSucceeded, Detail: map[string]string{"method": "oidc", "roles": strings.Join(names, ","),
-			"amr": strings.Join(c.AMR, ","), "acr": c.ACR}}); err != nil {
+		Action: ActionLoginSucceeded, Detail: detail}); err != nil {
 		o.onError(w, r, err)
 		return
 	}
@@ -541,7 +547,9 @@ func (o *OIDC) signIn(w http.ResponseWriter, r *http.Request, id string, c claim
 func (o *OIDC) refuse(w http.ResponseWriter, r *http.Request, who escrow.User, why string, detail map[string]string, msg string) {
 	d := map[string]string{"method": "oidc", "why": why}
 	for k, v := range detail {
-		d[k] = v
+		if v != "" {
+			d[k] = v
+		}
 	}
 	if who.Email != "" {
 		d["email"] = who.Email
