@@ -66,7 +66,7 @@ func (c *helpdeskConfig) revealPolicy() (escrow.RevealPolicy, error) {
 
 // revealChain wraps the service with the reveal policy, outermost first:
 // refusals audited, notifications before the key, limits, approvals.
-func (c *helpdeskConfig) revealChain(svc *escrow.Service, meta interface {
+func (c *helpdeskConfig) revealChain(svc escrow.Revealer, meta interface {
 	escrow.ApprovalStore
 	escrow.RateStore
 	escrow.Notifier

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"github.com/fvescrow/fvescrow/api/mdm"
 	"github.com/fvescrow/fvescrow/escrow/sqlstore"
 	"github.com/fvescrow/fvescrow/internal/logadapt"
 	"github.com/jackc/pgx/v5"
@@ -23,11 +24,13 @@ const nanomdmSchema = "nanomdm"
 // openNanoStorage opens nanomdm's storage: PostgreSQL (its schema applied
 // through fvescrow's migrations, command bodies and results deleted once a
 // device answers) when metadata is in PostgreSQL, otherwise nanomdm's
-// file-based key-value storage in the data folder.
-func openNanoStorage(ctx context.Context, sc *storeConfig, s *stores, log *slog.Logger) (storage.AllStorage, func() error, error) {
+// file-based key-value storage in the data folder, with a purger for the
+// answered rotation commands it would otherwise keep.
+func openNanoStorage(ctx context.Context, sc *storeConfig, s *stores, log *slog.Logger) (storage.AllStorage, mdm.QueuePurger, func() error, error) {
 	nl := logadapt.New(log.With("component", "nanomdm-storage"))
 	if s.meta.Dialect() != sqlstore.Postgres {
-		return diskv.New(filepath.Join(sc.dataDir, "nanomdm")), func() error { return nil }, nil
+		dir := filepath.Join(sc.dataDir, "nanomdm")
+		return diskv.New(dir), mdm.NewDiskvQueuePurger(dir), func() error { return nil }, nil
 	}
 	err := s.meta.Migrate(ctx, "nanomdm", []sqlstore.Migration{{
 		Version: 1,
@@ -38,24 +41,26 @@ func openNanoStorage(ctx context.Context, sc *storeConfig, s *stores, log *slog.
 			"\nSET LOCAL search_path TO DEFAULT;",
 	}})
 	if err != nil {
-		return nil, nil, fmt.Errorf("nanomdm schema: %w", err)
+		return nil, nil, nil, fmt.Errorf("nanomdm schema: %w", err)
 	}
 	dsn, err := sc.dsn()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		return nil, nil, fmt.Errorf("nanomdm storage: cannot parse the connection string")
+		return nil, nil, nil, fmt.Errorf("nanomdm storage: cannot parse the connection string")
 	}
 	cfg.RuntimeParams["search_path"] = nanomdmSchema
 	db := stdlib.OpenDB(*cfg)
 	st, err := pgsql.New(pgsql.WithDB(db), pgsql.WithLogger(nl), pgsql.WithDeleteCommands())
 	if err != nil {
 		db.Close()
-		return nil, nil, fmt.Errorf("nanomdm storage: %w", err)
+		return nil, nil, nil, fmt.Errorf("nanomdm storage: %w", err)
 	}
-	return st, func() error { return closeDB(db) }, nil
+	// WithDeleteCommands: nanomdm deletes a command's body and result itself
+	// once the device answers.
+	return st, nil, func() error { return closeDB(db) }, nil
 }
 
 func closeDB(db *sql.DB) error { return db.Close() }

@@ -30,6 +30,7 @@ type serveConfig struct {
 	oidc     oidcConfig
 	notify   notifyConfig
 	web      webConfig
+	rotation rotationConfig
 
 	listen          string
 	tlsCert, tlsKey string
@@ -52,6 +53,9 @@ type serveConfig struct {
 	// "crashed" server between the outbox write and the ingest).
 	testPushClient mdm.PushClient
 	testWrapKeys   func(mdm.Keys) mdm.Keys
+	// testNow is the clock of the escrow service, the MDM door and the
+	// rotation scheduler (tests move it past delays).
+	testNow func() time.Time
 }
 
 func (c *serveConfig) Validate() error {
@@ -70,7 +74,7 @@ func (c *serveConfig) Validate() error {
 	if c.checkInterval <= 0 || c.outboxInterval <= 0 || c.checkpointEvery <= 0 {
 		return errors.New("intervals must be positive")
 	}
-	return nil
+	return c.rotation.validate()
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -114,6 +118,7 @@ func (c *serveConfig) register(cmd *cobra.Command) {
 	c.oidc.register(cmd)
 	c.notify.register(cmd)
 	c.web.register(cmd)
+	c.rotation.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&c.listen, "listen", "127.0.0.1:9000", "listen `ADDR`ess")
 	f.StringVar(&c.tlsCert, "tls-cert", "", "serve TLS with this certificate `PEM` (otherwise run behind a TLS-terminating proxy)")
@@ -135,13 +140,14 @@ func (c *serveConfig) register(cmd *cobra.Command) {
 
 // server is a running fvescrow.
 type server struct {
-	handler http.Handler
-	policy  auth.Policy
-	workers []func(context.Context) // background work (notification delivery, SIEM)
-	svc     *escrow.Service
-	capture *mdm.Capture
-	stores  *stores
-	closers []func() error
+	handler   http.Handler
+	policy    auth.Policy
+	workers   []func(context.Context) // background work (notification delivery, SIEM)
+	svc       *escrow.Service
+	capture   *mdm.Capture
+	rotations *escrow.Rotations
+	stores    *stores
+	closers   []func() error
 }
 
 func serve(ctx context.Context, c *serveConfig, log *slog.Logger, out io.Writer) error {
@@ -170,7 +176,9 @@ func serve(ctx context.Context, c *serveConfig, log *slog.Logger, out io.Writer)
 	go srv.svc.RunOutbox(bg, c.outboxInterval)
 	if srv.capture != nil {
 		go srv.capture.Run(bg, c.checkInterval)
+		go srv.capture.RunRotationLoop(bg, c.rotation.interval)
 	}
+	go srv.rotations.Run(bg, c.rotation.interval)
 	go runCheckpoints(bg, srv.svc, c.checkpointEvery, log)
 	for _, w := range srv.workers {
 		go w(bg)
@@ -245,7 +253,11 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 	if err != nil {
 		return nil, nil, badInput(err)
 	}
-	svc := escrow.New(st.secrets, st.meta, kr, escrow.WithLogger(log), escrow.WithRevealPolicy(rp))
+	now := time.Now
+	if c.testNow != nil {
+		now = c.testNow
+	}
+	svc := escrow.New(st.secrets, st.meta, kr, escrow.WithLogger(log), escrow.WithRevealPolicy(rp), escrow.WithClock(now))
 	if _, err := svc.EnsureAuditKey(ctx); err != nil {
 		return nil, nil, fmt.Errorf("audit key: %w", err)
 	}
@@ -293,9 +305,11 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 		return nil, nil, err
 	}
 	srv.workers = workers
+	rot := escrow.NewRotations(st.meta, escrow.RotationPolicy{Delay: c.rotation.delay, MaxAge: c.rotation.maxAge}, log).WithClock(now)
+	srv.rotations = rot
 	deps := api.Deps{
 		Log: log, Auth: authn, Local: local, Devices: svc, Details: st.meta, Audit: st.meta, People: st.meta,
-		Revealer:  c.helpdesk.revealChain(svc, st.meta, webhooks, log),
+		Revealer:  c.helpdesk.revealChain(escrow.NewRotateAfterReveal(svc, rot), st.meta, webhooks, log),
 		Approvals: escrow.NewApprovals(st.meta, rp, escrow.ApprovalTiming{Pending: c.helpdesk.approvalPending, Window: c.helpdesk.approvalWindow}),
 		Ready:     readyHandler(st, svc, log),
 		TokenTTL:  c.helpdesk.cliTokenTTL,
@@ -313,7 +327,12 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 		if err != nil {
 			return nil, nil, badInput(err)
 		}
-		capture := mdm.NewCapture(keys, svc, svc, st.meta, enq, profile, mdm.WithLogger(log))
+		// The external server's queue would keep the key at rest: rotations
+		// fall back to regeneration by an agent.
+		capture := mdm.NewCapture(keys, svc, svc, st.meta, enq, profile, mdm.WithLogger(log), mdm.WithClock(now), mdm.WithRotation(mdm.RotationConfig{
+			Store: st.meta, GiveUp: c.rotation.giveUp,
+			Unavailable: "companion mode: RotateFileVaultKey would rest, with the current key, in the external MDM's queue",
+		}))
 		wh, err := mdm.NewWebhook(capture, st.meta, hmacKey, log)
 		if err != nil {
 			return nil, nil, badInput(err)
@@ -330,16 +349,20 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 		if err != nil {
 			return nil, nil, fmt.Errorf("SCEP challenge: %w", err)
 		}
-		nano, closeNano, err := openNanoStorage(ctx, &c.stores, st, log)
+		nano, purger, closeNano, err := openNanoStorage(ctx, &c.stores, st, log)
 		if err != nil {
 			return nil, nil, err
 		}
 		srv.closers = append(srv.closers, closeNano)
 		guarded := mdm.Guard(nano, push)
 		enq := mdm.NewNanoEnqueuer(guarded, push, c.testPushClient, log)
-		capture := mdm.NewCapture(keys, svc, svc, st.meta, enq, profile, mdm.WithLogger(log))
+		capture := mdm.NewCapture(keys, svc, svc, st.meta, enq, profile, mdm.WithLogger(log), mdm.WithClock(now),
+			mdm.WithRotation(mdm.RotationConfig{Store: st.meta, Keys: svc, GiveUp: c.rotation.giveUp}))
 		var opts []mdm.EmbeddedOption
 		opts = append(opts, mdm.WithEmbeddedLogger(log))
+		if purger != nil {
+			opts = append(opts, mdm.WithQueuePurger(purger))
+		}
 		if c.mdmCertHeader != "" {
 			opts = append(opts, mdm.WithCertHeader(c.mdmCertHeader))
 		}

@@ -90,3 +90,10 @@ func (m *Mac) RotationUnlocks() []string {
 	defer m.mu.Unlock()
 	return append([]string(nil), m.unlocks...)
 }
+
+// CMS is the blob SecurityInfo reports (the escrowed current key).
+func (m *Mac) CMS() []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]byte(nil), m.cms...)
+}
