@@ -82,3 +82,32 @@ if [ ! -x "$mdmb" ]; then
 	rm -rf "$tmp"
 fi
 echo "export FVESCROW_MDMB_BIN=$mdmb"
+
+# Chromium and playwright-core: the browser test of the web UI. Chromium comes
+# from Debian (`playwright install` downloads are not possible here);
+# playwright-core is installed with `npm ci` from web/e2e's lock file into the
+# cache, keyed by the lock file's hash, never into the repository.
+chromium=/usr/bin/chromium
+[ -x "$chromium" ] || apt_install chromium || true
+if [ -x "$chromium" ]; then
+	echo "export FVESCROW_CHROMIUM=$chromium"
+else
+	log "no $chromium; the browser test will fail under FVESCROW_INTEGRATION=1"
+fi
+command -v npm >/dev/null || apt_install nodejs npm || true
+lock=web/e2e/package-lock.json
+pw="$cache/web-e2e-$(sha256sum "$lock" | cut -c1-16)"
+if [ ! -d "$pw/node_modules/playwright-core" ] && command -v npm >/dev/null; then
+	log "installing playwright-core from $lock"
+	rm -rf "$pw.tmp" && mkdir -p "$pw.tmp"
+	cp web/e2e/package.json "$lock" "$pw.tmp/"
+	if (cd "$pw.tmp" && npm ci --ignore-scripts --no-audit --no-fund) >&2; then
+		mv "$pw.tmp" "$pw"
+	else
+		rm -rf "$pw.tmp"
+		log "npm ci of playwright-core failed; the browser test will fail under FVESCROW_INTEGRATION=1"
+	fi
+fi
+if [ -d "$pw/node_modules/playwright-core" ]; then
+	echo "export FVESCROW_NODE_MODULES=$pw/node_modules"
+fi

@@ -37,8 +37,8 @@ func (f auditFilter) values() url.Values {
 type auditPage struct {
 	Filter    auditFilter
 	Records   []wire.AuditRecord // newest first
-	Next      template.URL // query of the next (newer) page
-	ExportCSV template.URL // export queries (url.Values.Encode output)
+	Next      template.URL       // query of the next (newer) page
+	ExportCSV template.URL       // export queries (url.Values.Encode output)
 	ExportJL  template.URL
 	Actions   []string
 	Defaulted bool // From was filled in for a first visit
