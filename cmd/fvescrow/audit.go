@@ -16,12 +16,13 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func newAuditCmd(g *globals) *cobra.Command {
+func newAuditCmd(g *globals, cc *clientConfig) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "audit",
-		Short: "Verify, export and sign the hash-chained audit log",
+		Short: "Verify, export and sign the hash-chained audit log; list and download it from a server",
 	}
-	c.AddCommand(newAuditVerifyCmd(g), newAuditExportCmd(g), newAuditPublicKeyCmd(g), newAuditCheckpointCmd(g))
+	c.AddCommand(newAuditVerifyCmd(g), newAuditExportCmd(g), newAuditPublicKeyCmd(g), newAuditCheckpointCmd(g),
+		newAuditListCmd(cc), newAuditDownloadCmd(cc))
 	return c
 }
 

@@ -8,17 +8,18 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/fvescrow/fvescrow/api/client"
 	"github.com/fvescrow/fvescrow/escrow"
 	"github.com/spf13/cobra"
 )
 
-func newDeviceCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{Use: "device", Short: "List and inspect devices (never shows keys)"}
-	c.AddCommand(newDeviceListCmd(g), newDeviceShowCmd(g))
+func newDeviceCmd(g *globals, cc *clientConfig) *cobra.Command {
+	c := &cobra.Command{Use: "device", Short: "Search, list and inspect devices (never shows keys)"}
+	c.AddCommand(newDeviceSearchCmd(cc), newDeviceListCmd(g, cc), newDeviceShowCmd(g, cc))
 	return c
 }
 
-func newDeviceListCmd(g *globals) *cobra.Command {
+func newDeviceListCmd(g *globals, cc *clientConfig) *cobra.Command {
 	var (
 		sc     storeConfig
 		search string
@@ -28,8 +29,14 @@ func newDeviceListCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "list [--search TEXT]",
 		Short: "List devices with their escrow status",
-		Args:  cobra.NoArgs,
+		Long: `List devices with their escrow status. With a storage flag (--data,
+--database-url, --vault-addr...) the stores are read directly; otherwise the
+server is asked (--server, or the one fvescrow login saved).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !storageFlagGiven(cmd) {
+				return remoteDeviceList(cmd, cc, client.DeviceQuery{Text: search, All: all, Limit: limit}, false)
+			}
 			log, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
@@ -75,7 +82,7 @@ type deviceReport struct {
 	Commands []escrow.Command       `json:"commands"`
 }
 
-func newDeviceShowCmd(g *globals) *cobra.Command {
+func newDeviceShowCmd(g *globals, cc *clientConfig) *cobra.Command {
 	var (
 		sc     storeConfig
 		asJSON bool
@@ -83,8 +90,15 @@ func newDeviceShowCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "show DEVICE",
 		Short: "Show a device: escrow state, key versions (metadata only), accounts, commands",
-		Args:  cobra.ExactArgs(1),
+		Long: `Show a device by device ID, UDID or serial number. With a storage flag
+(--data, --database-url, --vault-addr...) the stores are read directly;
+otherwise the server is asked (--server, or the one fvescrow login saved),
+which adds recoverability findings and the device's audit trail.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !storageFlagGiven(cmd) {
+				return remoteDeviceShow(cmd, cc, args[0], asJSON)
+			}
 			log, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err

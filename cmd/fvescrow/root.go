@@ -98,6 +98,7 @@ func commandPath(root *cobra.Command, args []string) string {
 
 func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	g := &globals{}
+	cc := newClientConfig()
 	root := &cobra.Command{
 		Use:   "fvescrow",
 		Short: "FileVault and SecureToken recovery toolkit with key escrow",
@@ -128,13 +129,20 @@ followed by the flag name in upper case with dashes as underscores
 		newProfileCmd(g),
 		newPasscodeCmd(),
 		newPwpolicyCmd(),
-		newAuditCmd(g),
+		newAuditCmd(g, cc),
 		newServeCmd(g),
 		newMDMCmd(g),
-		newDeviceCmd(g),
+		newDeviceCmd(g, cc),
 		newExportCmd(g),
+		newLoginCmd(cc),
+		newLogoutCmd(cc),
+		newKeyCmd(cc),
+		newApprovalCmd(cc),
+		newTokenCmd(cc),
+		newUserCmd(cc),
 	)
 	g.register(root)
+	cc.register(root)
 	walk(root, documentEnv)
 	return root
 }
@@ -176,7 +184,7 @@ func applyEnv(cmd *cobra.Command, lookup func(string) (string, bool)) error {
 // documentEnv appends each flag's environment variable to its usage, and
 // whether it is set, never its value.
 func documentEnv(c *cobra.Command) {
-	c.Flags().VisitAll(func(f *pflag.Flag) {
+	doc := func(f *pflag.Flag) {
 		if f.Name == "help" || strings.Contains(f.Usage, "(env ") {
 			return
 		}
@@ -186,7 +194,9 @@ func documentEnv(c *cobra.Command) {
 			f.Usage += ", set"
 		}
 		f.Usage += ")"
-	})
+	}
+	c.Flags().VisitAll(doc)
+	c.PersistentFlags().VisitAll(doc) // the global flags
 }
 
 // readInput reads a named file, or stdin for "" or "-", up to limit bytes.
