@@ -405,6 +405,26 @@ func TestOIDCNoRole(t *testing.T) {
 	}
 }
 
+// TestOIDCTooManyGroups: a sign-in with more groups than fvescrow keeps is
+// refused, not truncated (a dropped group could be one that makes reveals
+// need approval).
+func TestOIDCTooManyGroups(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, rigOptions{})
+	u := ada()
+	for i := range 1000 {
+		u.Groups = append(u.Groups, fmt.Sprintf("g%04d", i))
+	}
+	r.idp.QueueUser(u)
+	b := r.browser()
+	if resp, body := b.get(b.login("").String()); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	if code, _ := b.me(); code != http.StatusUnauthorized {
+		t.Fatalf("/me answered %d", code)
+	}
+}
+
 // TestOIDCEmailMapping: "email:ADDRESS" grants a role to a verified
 // address only.
 func TestOIDCEmailMapping(t *testing.T) {
