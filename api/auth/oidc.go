@@ -265,11 +265,18 @@ func (o *OIDC) Discover(ctx context.Context) error {
 	return err
 }
 
-func (o *OIDC) discovery(ctx context.Context) (*discovered, error) {
+func (o *OIDC) cached() *discovered {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.disc != nil {
-		return o.disc, nil
+	return o.disc
+}
+
+// discovery returns what the IdP's discovery document says, fetching it
+// the first time. The fetch runs outside the lock: while the IdP is down,
+// LogoutURL must not wait for it.
+func (o *OIDC) discovery(ctx context.Context) (*discovered, error) {
+	if d := o.cached(); d != nil {
+		return d, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
@@ -297,9 +304,13 @@ func (o *OIDC) discovery(ctx context.Context) (*discovered, error) {
 			o.log.Warn("ignoring the IdP's end_session_endpoint: not https")
 		}
 	}
-	o.disc = d
-	o.log.Info("OIDC provider discovered", "issuer", o.cfg.Issuer, "end_session", d.endSession != "")
-	return d, nil
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.disc == nil { // a concurrent discovery may have won; keep its result
+		o.disc = d
+		o.log.Info("OIDC provider discovered", "issuer", o.cfg.Issuer, "end_session", d.endSession != "")
+	}
+	return o.disc, nil
 }
 
 // Mount adds the sign-in routes.
@@ -327,9 +338,7 @@ func (o *OIDC) LogoutURL(s escrow.Session) string {
 	if s.Source != "oidc" {
 		return ""
 	}
-	o.mu.Lock()
-	d := o.disc
-	o.mu.Unlock()
+	d := o.cached()
 	if d == nil || d.endSession == "" {
 		return ""
 	}
