@@ -164,11 +164,11 @@ func (s *Syslog) Send(ctx context.Context, batch []Entry) error {
 	// the receiver to close: that is the confirmation.
 	if tc != nil {
 		if err := tc.CloseWrite(); err != nil {
-			return fmt.Errorf("syslog: close: %w", err)
+			return unsent(batch, err)
 		}
 	}
 	if err := raw.(*net.TCPConn).CloseWrite(); err != nil {
-		return fmt.Errorf("syslog: close: %w", err)
+		return unsent(batch, err)
 	}
 	// A receiver that goes away with data unread may still send a TLS
 	// close_notify before its kernel resets the connection: only a TCP
