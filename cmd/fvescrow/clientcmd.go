@@ -195,12 +195,13 @@ func (c *clientConfig) connect() (*session, error) {
 				"sign in again: fvescrow login")
 		}
 		token, used = saved.Token, saved
-		if caCert == "" {
-			caCert = saved.CACert
-		}
 	default:
 		return nil, badInput(fmt.Errorf("not signed in to %s", server),
 			"sign in: fvescrow login --server "+server+" (automation: --token-file FILE or FVESCROW_TOKEN)")
+	}
+	// The CA the sign-in was made with is the server's, whatever the token.
+	if caCert == "" && saved != nil && sameServer(saved.Server, server) {
+		caCert = saved.CACert
 	}
 	hc, err := apiHTTPClient(caCert)
 	if err != nil {

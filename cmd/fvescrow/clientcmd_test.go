@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,8 +25,8 @@ import (
 // embedded stores) exported as $FVESCROW_URL. Setup creates local accounts
 // through the API (their one-time passwords go into $WORK/NAME.login, with
 // a new password, for fvescrow login --password-stdin), a viewer's
-// automation token in $WORK/viewer.token, and a Mac with an escrowed key
-// ($SERIAL, $UDID). Scripts never print a key or a token: those checks are
+// automation token in $WORK/viewer.token ($VIEWER_TOKEN), a Mac with an escrowed key
+// ($SERIAL, $UDID), and the server's admin token in $WORK/admin.token. Scripts never print a key or a token: those checks are
 // Go tests, whose assertions do not echo secrets.
 func TestClientScripts(t *testing.T) {
 	if _, err := exec.LookPath("openssl"); err != nil {
@@ -101,6 +102,9 @@ func setupClientScript(e *testscript.Env) error {
 	e.Defer(srv.close)
 	e.Defer(ts.Close)
 	e.Setenv("FVESCROW_URL", ts.URL)
+	if err := os.WriteFile(filepath.Join(e.WorkDir, "admin.token"), []byte(adminToken+"\n"), 0o600); err != nil {
+		return err
+	}
 	e.Setenv("XDG_CONFIG_HOME", filepath.Join(e.WorkDir, "config"))
 
 	admin, err := client.New(ts.URL, client.WithToken(adminToken))
@@ -115,6 +119,10 @@ func setupClientScript(e *testscript.Env) error {
 		// Password, an empty TOTP line, the new password.
 		login := u.OneTimePassword + "\n\nnew-password-" + name + "-" + randHex(4) + "\n"
 		if err := os.WriteFile(filepath.Join(e.WorkDir, name+".login"), []byte(login), 0o600); err != nil {
+			return err
+		}
+		// The new password alone, for signing in again.
+		if err := os.WriteFile(filepath.Join(e.WorkDir, name+".relogin"), []byte(strings.Split(login, "\n")[2]+"\n"), 0o600); err != nil {
 			return err
 		}
 		// Without the new password, for the refusal.
