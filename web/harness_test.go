@@ -25,6 +25,7 @@ import (
 	"github.com/fvescrow/fvescrow/fde"
 	"github.com/fvescrow/fvescrow/internal/testutil/cmstest"
 	"github.com/fvescrow/fvescrow/web"
+	"github.com/oauth2-proxy/mockoidc"
 )
 
 var ctx = context.Background()
@@ -68,7 +69,9 @@ type rig struct {
 type rigOptions struct {
 	approvalGroups []string
 	keyDisplay     time.Duration
-	sso            web.SSO
+	// idp, when set, adds OIDC sign-in against this real provider; its
+	// users in group "engineering" are helpdesk.
+	idp *mockoidc.MockOIDC
 }
 
 func newRig(t *testing.T, o rigOptions) *rig {
@@ -109,13 +112,34 @@ func newRig(t *testing.T, o rigOptions) *rig {
 
 	r := &rig{t: t, meta: meta, svc: svc, logs: logs}
 	r.local = auth.NewLocalAccounts(meta, meta, secrets, meta)
-	deps := api.Deps{Log: log, Auth: auth.NewAuthenticator(meta, auth.WithLogger(log)), Local: r.local, Devices: svc, Details: meta,
+	authn := auth.NewAuthenticator(meta, auth.WithLogger(log))
+	deps := api.Deps{Log: log, Auth: authn, Local: r.local, Devices: svc, Details: meta,
 		Audit: meta, People: meta, Revealer: chain, Approvals: escrow.NewApprovals(meta, policy, escrow.ApprovalTiming{})}
-	ui := web.New(deps, web.Config{KeyDisplay: o.keyDisplay, SSO: o.sso,
-		Rules: web.Rules{MinReason: policy.MinReasonLength, TicketPattern: policy.TicketPattern.String()}})
-	deps.Mounts, deps.ExtraPolicy = []api.Mounter{ui}, web.Policy()
+	r.ts = httptest.NewUnstartedServer(nil)
+	cfg := web.Config{KeyDisplay: o.keyDisplay, Rules: web.Rules{MinReason: policy.MinReasonLength, TicketPattern: policy.TicketPattern.String()}}
+	deps.ExtraPolicy = auth.Policy{}
+	if o.idp != nil {
+		// OIDC sign-in as serve wires it, against a real provider.
+		oc := auth.OIDCConfig{Issuer: o.idp.Issuer(), ClientID: o.idp.ClientID, ClientSecret: auth.NewClientSecret(o.idp.ClientSecret),
+			RedirectURL: "https://" + r.ts.Listener.Addr().String() + "/auth/oidc/callback", Scopes: []string{"openid", "email", "profile", "groups"},
+			RoleGroups: map[escrow.Role][]string{escrow.RoleHelpdesk: {"engineering"}}}
+		onErr := func(w http.ResponseWriter, req *http.Request, err error) { api.WriteError(w, req, log, err) }
+		sso, err := auth.NewOIDC(oc, authn, meta, meta, onErr, auth.OIDCLogger(log))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sso.Discover(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cfg.SSO = sso
+		deps.Mounts = append(deps.Mounts, sso)
+		deps.ExtraPolicy = api.Merge(deps.ExtraPolicy, sso.Policy())
+	}
+	ui := web.New(deps, cfg)
+	deps.Mounts, deps.ExtraPolicy = append(deps.Mounts, ui), api.Merge(deps.ExtraPolicy, web.Policy())
 	r.router, r.policy = api.New(deps)
-	r.ts = httptest.NewTLSServer(r.router)
+	r.ts.Config.Handler = r.router
+	r.ts.StartTLS()
 	t.Cleanup(r.ts.Close)
 
 	// A Mac with its key escrowed through the real CMS path.

@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -41,7 +42,7 @@ func loginToken(w http.ResponseWriter, r *http.Request) string {
 func (u *UI) loginData(w http.ResponseWriter, r *http.Request) loginPage {
 	lp := loginPage{Token: loginToken(w, r), Next: safeNext(r.FormValue("next")), MinNewPass: auth.MinPasswordLength}
 	if u.cfg.SSO != nil {
-		lp.SSO = u.cfg.SSO.LoginPath()
+		lp.SSO = u.cfg.SSO.LoginPath() + "?return_to=" + url.QueryEscape(lp.Next)
 	}
 	return lp
 }

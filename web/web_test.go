@@ -4,7 +4,9 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"io/fs"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"regexp"
@@ -17,6 +19,7 @@ import (
 	"github.com/fvescrow/fvescrow/escrow"
 	"github.com/fvescrow/fvescrow/web"
 	"github.com/go-chi/chi/v5"
+	"github.com/oauth2-proxy/mockoidc"
 )
 
 // Every route the router serves has a policy entry, and every entry of the
@@ -409,16 +412,85 @@ func TestLogin(t *testing.T) {
 	b2.login("ada", newPassword, "")
 }
 
-// The sign-in page offers SSO when it is configured, and sign-out of an
-// SSO session goes to the IdP.
-type fakeSSO struct{}
+// With OIDC configured, the sign-in page offers SSO; signing in through a
+// real provider lands on the page asked for, and signing out of that
+// session goes to the provider's end-session endpoint.
+func TestSSO(t *testing.T) {
+	idp, err := mockoidc.NewServer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// mockoidc advertises no end-session endpoint; add one to discovery.
+	endSession := ""
+	if err := idp.AddMiddleware(func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if req.URL.Path != mockoidc.DiscoveryEndpoint {
+				next.ServeHTTP(w, req)
+				return
+			}
+			rec := httptest.NewRecorder()
+			next.ServeHTTP(rec, req)
+			var doc map[string]any
+			if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
+				t.Error(err)
+			}
+			doc["end_session_endpoint"] = endSession
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(doc)
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := idp.Start(ln, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = idp.Shutdown() })
+	endSession = idp.Addr() + "/oidc/logout"
 
-func (fakeSSO) LoginPath() string                 { return "/auth/oidc/login" }
-func (fakeSSO) LogoutURL(s escrow.Session) string { return "" }
+	r := newRig(t, rigOptions{idp: idp})
+	b := r.browser()
+	next := "/ui/devices/" + string(r.device.ID)
+	lp := b.get(b.get(next).location())
+	m := regexp.MustCompile(`<a class="button" href="([^"]+)">Sign in with SSO</a>`).FindStringSubmatch(lp.body)
+	if m == nil {
+		t.Fatalf("no SSO button:\n%s", lp.body)
+	}
+	start := strings.ReplaceAll(m[1], "&amp;", "&")
+	if want := "/auth/oidc/login?return_to=" + url.QueryEscape(next); start != want {
+		t.Fatalf("SSO button %q, want %q", start, want)
+	}
+	// Follow the redirects through the provider and back.
+	p := b.get(start)
+	for i := 0; p.status == http.StatusFound || p.status == http.StatusSeeOther; i++ {
+		if i > 5 {
+			t.Fatal("too many redirects")
+		}
+		loc := p.location()
+		if strings.HasPrefix(loc, "/") {
+			loc = r.ts.URL + loc
+		}
+		if loc == r.ts.URL+next {
+			break
+		}
+		req, _ := http.NewRequest(http.MethodGet, loc, nil)
+		p = b.do(req)
+	}
+	if p.location() != next {
+		t.Fatalf("SSO sign-in ended at %d %q:\n%s", p.status, p.location(), p.body)
+	}
+	mustContain(t, "signed in through SSO", b.get(next), "Recovery key versions", "jane.doe")
+	// An SSO session has no local password to change.
+	mustContain(t, "password page", b.get("/ui/password"), "managed by your identity provider")
 
-func TestSSOButton(t *testing.T) {
-	r := newRig(t, rigOptions{sso: fakeSSO{}})
-	mustContain(t, "login", r.browser().get("/ui/login"), `href="/auth/oidc/login"`, "Sign in with SSO")
+	p = b.submit("/ui/logout", nil)
+	if !strings.HasPrefix(p.location(), endSession+"?") || !strings.Contains(p.location(), "id_token_hint=") {
+		t.Fatalf("SSO logout went to %q", p.location())
+	}
+	mustStatus(t, "after logout", b.get("/ui/home"), http.StatusSeeOther)
 }
 
 func TestAuditPageAndExport(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fvescrow/fvescrow/api"
 	"github.com/fvescrow/fvescrow/api/auth"
 	"github.com/fvescrow/fvescrow/escrow"
 	"github.com/fvescrow/fvescrow/internal/testutil"
@@ -154,5 +157,31 @@ func TestBrowserHelpdeskFlow(t *testing.T) {
 				t.Errorf("screenshot %s-%s.png: %v", name, w, err)
 			}
 		}
+	}
+}
+
+// --ui=false serves no pages; --ui-key-display-seconds is bounded.
+func TestUIFlags(t *testing.T) {
+	s := startServer(t, modeEmbedded, func(c *serveConfig) { c.web.enabled = false })
+	for _, path := range []string{"/", "/ui/login", "/ui/home"} {
+		resp, err := s.Client().Get(s.URL() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("--ui=false: GET %s: %d", path, resp.StatusCode)
+		}
+	}
+	for _, secs := range []int{0, 4, 601} {
+		c := defaultServeConfig()
+		c.web.keyDisplaySecs = secs
+		if _, _, err := c.web.build(api.Deps{}, nil, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "--ui-key-display-seconds") {
+			t.Errorf("--ui-key-display-seconds=%d: %v", secs, err)
+		}
+	}
+	c := defaultServeConfig()
+	if !c.web.enabled || c.web.keyDisplaySecs != 60 || c.web.rules().MinReason != 10 || c.web.rules().TicketPattern != escrow.DefaultTicketPattern {
+		t.Errorf("defaults: %+v %+v", c.web, c.web.rules())
 	}
 }
