@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"time"
 
@@ -39,7 +38,7 @@ func (h *handlers) login(w http.ResponseWriter, r *http.Request) {
 // issueToken creates an API token for u with roles (each must be u's).
 func (h *handlers) issueToken(r *http.Request, u escrow.User, name string, roles []escrow.Role, ttl time.Duration) (string, escrow.APIToken, error) {
 	for _, role := range roles {
-		if !u.HasRole(role) {
+		if !auth.Covers(u.Roles, role) {
 			return "", escrow.APIToken{}, fmt.Errorf("%w: a token cannot have role %q its owner lacks", escrow.ErrForbidden, role)
 		}
 	}
@@ -94,7 +93,13 @@ func (h *handlers) createToken(w http.ResponseWriter, r *http.Request) {
 		roles = nil
 		for _, name := range req.Roles {
 			role := escrow.Role(name)
-			if !slices.Contains(p.Roles, role) {
+			if !role.Valid() {
+				h.fail(w, r, fmt.Errorf("%w: unknown role %q", escrow.ErrInvalid, name))
+				return
+			}
+			// Never more than the principal can do (an admin may mint an
+			// agent token; a helpdesk user may not mint an auditor token).
+			if !auth.Covers(p.Roles, role) {
 				h.fail(w, r, fmt.Errorf("%w: you do not have role %q", escrow.ErrForbidden, name))
 				return
 			}

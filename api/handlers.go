@@ -124,6 +124,22 @@ func DeviceDetail(r *http.Request, devices Devices, details Details, audit Audit
 	for _, j := range jobs {
 		out.Jobs = append(out.Jobs, wire.Job{Kind: j.Kind, State: string(j.State), Step: j.Step, RunAt: j.RunAt, Attempts: j.Attempts, Error: j.Error})
 	}
+	rots, err := details.Jobs(ctx, escrow.JobQuery{Kind: escrow.JobRotation, Device: d.ID, Limit: 1})
+	if err != nil {
+		return wire.DeviceDetail{}, err
+	}
+	if len(rots) == 1 {
+		rot := ToRotation(rots[0])
+		out.Rotation = &rot
+	}
+	regs, err := details.Regenerations(ctx, escrow.RegenerationQuery{Device: d.ID})
+	if err != nil {
+		return wire.DeviceDetail{}, err
+	}
+	if len(regs) == 1 {
+		g := toRegeneration(regs[0])
+		out.Regeneration = &g
+	}
 	// Newest first, at most 50.
 	for i := len(recs) - 1; i >= 0 && len(out.Audit) < 50; i-- {
 		out.Audit = append(out.Audit, ToAudit(recs[i]))

@@ -24,6 +24,7 @@ type Devices interface {
 type Details interface {
 	Accounts(ctx context.Context, id escrow.DeviceID) ([]token.Account, time.Time, error)
 	Jobs(ctx context.Context, q escrow.JobQuery) ([]escrow.Job, error)
+	Regenerations(ctx context.Context, q escrow.RegenerationQuery) ([]escrow.Regeneration, error)
 }
 
 // Audit reads the audit log.
@@ -90,6 +91,11 @@ type Deps struct {
 	ExtraPolicy auth.Policy
 	// TokenTTL is the lifetime of the personal tokens /api/v1/login issues.
 	TokenTTL time.Duration
+	// Rotations and RotationStore (optional, together) serve the rotation
+	// routes: per-device rotation, campaigns, the fleet view and the
+	// key-regeneration list agents poll.
+	Rotations     *escrow.Rotations
+	RotationStore RotationReader
 }
 
 // handlers holds the dependencies of the REST handlers.
@@ -106,6 +112,9 @@ func New(d Deps) (http.Handler, auth.Policy) {
 		d.TokenTTL = 12 * time.Hour
 	}
 	policy := Merge(Policy(), d.ExtraPolicy)
+	if d.Rotations != nil && d.RotationStore != nil {
+		policy = Merge(policy, rotationPolicy())
+	}
 	h := &handlers{Deps: d}
 	onErr := func(w http.ResponseWriter, r *http.Request, err error) {
 		if p := pagesFor(d.Mounts, r); p != nil {
@@ -160,6 +169,9 @@ func New(d Deps) (http.Handler, auth.Policy) {
 			r.Post("/api/v1/users", h.createUser)
 			r.Patch("/api/v1/users/{id}", h.updateUser)
 			r.Delete("/api/v1/blocks/{actor}", h.liftBlock)
+			if d.Rotations != nil && d.RotationStore != nil {
+				h.mountRotations(r)
+			}
 		})
 		if d.MDM != nil {
 			d.MDM.Mount(r)

@@ -16,10 +16,11 @@ const (
 	RoleApprover Role = "approver" // approve or deny other people's reveal requests
 	RoleAuditor  Role = "auditor"  // read and export the audit log, never keys
 	RoleViewer   Role = "viewer"   // device state only, never keys
+	RoleAgent    Role = "agent"    // automation on the Macs: the key-regeneration list only
 )
 
 // AllRoles lists every role, for validation and the authorization matrix.
-var AllRoles = []Role{RoleAdmin, RoleHelpdesk, RoleApprover, RoleAuditor, RoleViewer}
+var AllRoles = []Role{RoleAdmin, RoleHelpdesk, RoleApprover, RoleAuditor, RoleViewer, RoleAgent}
 
 // Valid reports whether r is a known role.
 func (r Role) Valid() bool { return slices.Contains(AllRoles, r) }

@@ -28,20 +28,44 @@ const (
 	PermUserAdmin        Permission = "user:admin"        // local accounts, roles
 	PermBlockAdmin       Permission = "block:admin"       // lift operator blocks
 	PermMDMAdmin         Permission = "mdm:admin"         // nanomdm API: enqueue, push, push certificate
+	PermRotationRead     Permission = "rotation:read"     // rotation state, the fleet view, campaigns
+	PermRotationRequest  Permission = "rotation:request"  // rotate one device's key now
+	PermCampaignAdmin    Permission = "rotation:campaign" // rotate many devices at once
+	PermRegenerationRead Permission = "regeneration:read" // the list of Macs whose key an agent must regenerate
 )
 
 // AllPermissions lists every permission.
 var AllPermissions = []Permission{PermDeviceRead, PermKeyReveal, PermApprovalRequest, PermApprovalDecide, PermApprovalRead,
-	PermAuditRead, PermNotificationRead, PermTokenSelf, PermTokenAdmin, PermUserAdmin, PermBlockAdmin, PermMDMAdmin}
+	PermAuditRead, PermNotificationRead, PermTokenSelf, PermTokenAdmin, PermUserAdmin, PermBlockAdmin, PermMDMAdmin,
+	PermRotationRead, PermRotationRequest, PermCampaignAdmin, PermRegenerationRead}
 
 // RolePermissions is the declared table of what each role may do. Auditors
-// and viewers never reveal keys.
+// and viewers never reveal keys; agents (scripts on the Macs) only read the
+// key-regeneration list.
 var RolePermissions = map[escrow.Role][]Permission{
 	escrow.RoleAdmin:    AllPermissions,
-	escrow.RoleHelpdesk: {PermDeviceRead, PermKeyReveal, PermApprovalRequest, PermApprovalRead, PermTokenSelf},
-	escrow.RoleApprover: {PermDeviceRead, PermApprovalDecide, PermApprovalRead, PermTokenSelf},
-	escrow.RoleAuditor:  {PermDeviceRead, PermAuditRead, PermApprovalRead, PermNotificationRead, PermTokenSelf},
-	escrow.RoleViewer:   {PermDeviceRead, PermTokenSelf},
+	escrow.RoleHelpdesk: {PermDeviceRead, PermKeyReveal, PermApprovalRequest, PermApprovalRead, PermTokenSelf, PermRotationRead, PermRotationRequest},
+	escrow.RoleApprover: {PermDeviceRead, PermApprovalDecide, PermApprovalRead, PermTokenSelf, PermRotationRead},
+	escrow.RoleAuditor:  {PermDeviceRead, PermAuditRead, PermApprovalRead, PermNotificationRead, PermTokenSelf, PermRotationRead},
+	escrow.RoleViewer:   {PermDeviceRead, PermTokenSelf, PermRotationRead},
+	escrow.RoleAgent:    {PermRegenerationRead},
+}
+
+// Covers reports whether roles allow everything role allows: role is one
+// of them, or each of its permissions is granted by one of them (an admin
+// covers the agent role). Tokens never carry a role their owner does not
+// cover.
+func Covers(roles []escrow.Role, role escrow.Role) bool {
+	if slices.Contains(roles, role) {
+		return true
+	}
+	p := Principal{Roles: roles}
+	for _, perm := range RolePermissions[role] {
+		if !p.Can(perm) {
+			return false
+		}
+	}
+	return role.Valid()
 }
 
 // Principal is who is making a request.

@@ -141,7 +141,7 @@ func (a *Authenticator) fromToken(ctx context.Context, tok string) (*Principal, 
 	// A token never carries more than its owner has now.
 	var roles []escrow.Role
 	for _, r := range t.Roles {
-		if u.HasRole(r) || u.Source == "oidc" {
+		if Covers(u.Roles, r) || u.Source == "oidc" {
 			roles = append(roles, r)
 		}
 	}

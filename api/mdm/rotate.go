@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"time"
 
@@ -220,15 +221,20 @@ func (c *Capture) startRotation(ctx context.Context, j escrow.Job, d escrow.Devi
 		j.Data[dataReplacedNow], j.Data[escrow.RotationDataNewVersion] = "true", strconv.Itoa(cur.Seq)
 		return false, c.finishVerified(ctx, j, cur)
 	}
-	j.Ref = cur.ID
-	if err := c.sendQuiet(ctx, j.Device, cmd, PurposeRotation, j.ID); err != nil {
+	// The job names its command before the device can see it: a device
+	// answering at once (on another replica) must find the job waiting
+	// for that answer. If queueing fails, the runner puts the job back.
+	next := j
+	next.Data = maps.Clone(j.Data)
+	next.Ref = cur.ID
+	now := c.now()
+	next.Data[escrow.RotationDataCommand], next.Data[dataSince], next.Data[dataPushes] = cmd.UUID, now.UTC().Format(time.RFC3339), "0"
+	next.Data[dataUnlockSeq] = strconv.Itoa(cur.Seq)
+	next.State, next.Step, next.RunAt, next.Error = escrow.JobWaiting, escrow.RotationQueued, now.Add(c.answer), ""
+	if err := c.store.UpdateJob(ctx, next); err != nil {
 		return false, err
 	}
-	now := c.now()
-	j.Data[escrow.RotationDataCommand], j.Data[dataSince], j.Data[dataPushes] = cmd.UUID, now.UTC().Format(time.RFC3339), "0"
-	j.Data[dataUnlockSeq] = strconv.Itoa(cur.Seq)
-	j.State, j.Step, j.RunAt, j.Error = escrow.JobWaiting, escrow.RotationQueued, now.Add(c.answer), ""
-	if err := c.store.UpdateJob(ctx, j); err != nil {
+	if err := c.sendQuiet(ctx, j.Device, cmd, PurposeRotation, j.ID); err != nil {
 		return false, err
 	}
 	c.log.InfoContext(ctx, "RotateFileVaultKey queued", "device", j.Device, "job", j.ID, "command_uuid", cmd.UUID)
@@ -288,13 +294,23 @@ func (c *Capture) verifyRotation(ctx context.Context, j escrow.Job) (bool, error
 	if err != nil {
 		return false, err
 	}
-	if err := c.sendQuiet(ctx, j.Device, si, PurposeRotationVerify, j.ID); err != nil {
-		return false, err
-	}
+	// Saved before the device can answer (see startRotation).
+	prev := j
+	j.Data = maps.Clone(j.Data)
 	now := c.now()
 	j.Data[escrow.RotationDataCommand], j.Data[dataSince], j.Data[dataPushes] = si.UUID, now.UTC().Format(time.RFC3339), "0"
 	j.State, j.Step, j.RunAt = escrow.JobWaiting, step, now.Add(c.answer)
-	return true, c.store.UpdateJob(ctx, j)
+	if err := c.store.UpdateJob(ctx, j); err != nil {
+		return false, err
+	}
+	if err := c.sendQuiet(ctx, j.Device, si, PurposeRotationVerify, j.ID); err != nil {
+		prev.RunAt, prev.Error = now.Add(time.Minute), safeError(err)
+		if uerr := c.store.UpdateJob(ctx, prev); uerr != nil {
+			return false, fmt.Errorf("%w (and %w)", err, uerr)
+		}
+		return false, err
+	}
+	return true, nil
 }
 
 func (c *Capture) currentKey(ctx context.Context, id escrow.DeviceID) (escrow.KeyVersion, error) {

@@ -313,6 +313,7 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 		Approvals: escrow.NewApprovals(st.meta, rp, escrow.ApprovalTiming{Pending: c.helpdesk.approvalPending, Window: c.helpdesk.approvalWindow}),
 		Ready:     readyHandler(st, svc, log),
 		TokenTTL:  c.helpdesk.cliTokenTTL,
+		Rotations: rot, RotationStore: st.meta,
 	}
 	if c.companion {
 		key, err := readSecretFile(c.nanomdmKeyFile)
