@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"testing"
 
 	"github.com/fvescrow/fvescrow/api/client"
@@ -126,13 +127,13 @@ func ExampleClient_CreateToken() {
 
 	bot := c.UseToken(created.Token)
 	me, _ := bot.Me(ctx)
-	fmt.Println(me.ID, me.Permissions)
+	fmt.Println(me.ID, me.Roles, "may reveal:", slices.Contains(me.Permissions, "key:reveal"))
 
 	_ = c.RevokeToken(ctx, created.Info.ID)
 	_, err = bot.Me(ctx)
 	fmt.Println(client.IsCode(err, client.CodeUnauthenticated))
 	// Output:
 	// inventory sync [helpdesk] true
-	// local:ada [device:read key:reveal approval:request approval:read token:self]
+	// local:ada [helpdesk] may reveal: true
 	// true
 }

@@ -38,7 +38,7 @@ type RotateRequest struct {
 // Validate checks the request.
 func (r RotateRequest) Validate() error {
 	if strings.TrimSpace(r.Reason) == "" {
-		return fmt.Errorf("a reason is required")
+		return fmt.Errorf("%w: a reason is required", ErrInvalid)
 	}
 	return nil
 }
@@ -87,7 +87,7 @@ func (r CampaignRequest) Validate() error {
 		errs = append(errs, "at most 100000 devices")
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("%s", strings.Join(errs, "; "))
+		return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(errs, "; "))
 	}
 	return nil
 }

@@ -68,6 +68,7 @@ type Server struct {
 	Auth      *auth.Authenticator
 	Local     *auth.LocalAccounts
 	Approvals *escrow.Approvals
+	Rotations *escrow.Rotations
 	// Clock is the approval workflow's clock: real time plus an offset the
 	// test moves. The approval gate and the stores keep real time.
 	Clock *Clock
@@ -159,9 +160,11 @@ func New(o Options) (_ *Server, err error) {
 	s.StaticToken = auth.NewSecret("fve_")
 	s.Auth.AddStaticToken(s.StaticToken, auth.Principal{UserID: "token:api-token-file", Name: "API token file", Roles: []escrow.Role{escrow.RoleAdmin}})
 
-	// The reveal chain as serve wires it (cmd/fvescrow helpdesk.go).
+	// The reveal chain as serve wires it (cmd/fvescrow serve.go and
+	// helpdesk.go): a disclosed key is scheduled for rotation.
+	s.Rotations = escrow.NewRotations(s.Meta, escrow.RotationPolicy{Delay: time.Hour}, log)
 	n := escrow.NewNotifications(s.Meta, s.Meta, escrow.NotifyConfig{SecurityEmails: o.SecurityEmails, NotifyOwner: true})
-	var chain escrow.Revealer = escrow.NewApprovalGate(s.Service, s.Meta, escrow.RequireForGroups(o.ApprovalGroups))
+	var chain escrow.Revealer = escrow.NewApprovalGate(escrow.NewRotateAfterReveal(s.Service, s.Rotations), s.Meta, escrow.RequireForGroups(o.ApprovalGroups))
 	chain = escrow.NewRateLimiter(chain, s.Meta, n, o.Limits, log)
 	chain = escrow.NewNotifying(chain, n)
 	chain = escrow.NewRefusalAudit(chain, s.Meta)
@@ -170,6 +173,7 @@ func New(o Options) (_ *Server, err error) {
 	deps := api.Deps{
 		Log: log, Auth: s.Auth, Local: s.Local, Devices: s.Service, Details: s.Meta, Audit: s.Meta, People: s.Meta,
 		Revealer: chain, Approvals: s.Approvals, Mounts: o.Mounts, ExtraPolicy: o.ExtraPolicy,
+		Rotations: s.Rotations, RotationStore: s.Meta,
 		Ready: func(w http.ResponseWriter, r *http.Request) {
 			if err := s.Meta.DB().PingContext(r.Context()); err != nil {
 				api.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
