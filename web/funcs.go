@@ -27,7 +27,28 @@ var funcs = template.FuncMap{
 		}
 		return false
 	},
-	"add": func(a, b int) int { return a + b },
+	"add":      func(a, b int) int { return a + b },
+	"rotation": rotationState,
+}
+
+var rotationText = map[string]string{
+	escrow.RotationScheduled:    "Scheduled",
+	escrow.RotationQueued:       "Queued in MDM (waiting for the Mac)",
+	escrow.RotationSent:         "Sent to the Mac",
+	escrow.RotationAcknowledged: "The Mac rotated; escrowing the new key",
+	escrow.RotationEscrowed:     "New key escrowed; waiting for SecurityInfo to confirm",
+	escrow.RotationVerified:     "Verified",
+	escrow.RotationRetrying:     "The Mac refused; will retry",
+	escrow.RotationFailed:       "Failed; needs key regeneration",
+	escrow.RotationCanceled:     "Canceled",
+}
+
+// rotationState spells out a rotation state.
+func rotationState(s string) string {
+	if t, ok := rotationText[s]; ok {
+		return t
+	}
+	return s
 }
 
 // Times are shown in UTC, the zone of the audit log and its exports.

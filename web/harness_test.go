@@ -105,7 +105,8 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	// The reveal chain as serve builds it: refusals audited, notifications
 	// before the key, limits, approvals.
 	n := escrow.NewNotifications(meta, meta, escrow.NotifyConfig{SecurityEmails: []string{"security@example.com"}, NotifyOwner: true})
-	var chain escrow.Revealer = escrow.NewApprovalGate(svc, meta, escrow.RequireForGroups(o.approvalGroups))
+	rot := escrow.NewRotations(meta, escrow.RotationPolicy{Delay: time.Hour}, log)
+	var chain escrow.Revealer = escrow.NewApprovalGate(escrow.NewRotateAfterReveal(svc, rot), meta, escrow.RequireForGroups(o.approvalGroups))
 	chain = escrow.NewRateLimiter(chain, meta, n, escrow.RateLimits{PerOperator: 50, PerDevice: 50}, log)
 	chain = escrow.NewNotifying(chain, n)
 	chain = escrow.NewRefusalAudit(chain, meta)
@@ -114,7 +115,8 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	r.local = auth.NewLocalAccounts(meta, meta, secrets, meta)
 	authn := auth.NewAuthenticator(meta, auth.WithLogger(log))
 	deps := api.Deps{Log: log, Auth: authn, Local: r.local, Devices: svc, Details: meta,
-		Audit: meta, People: meta, Revealer: chain, Approvals: escrow.NewApprovals(meta, policy, escrow.ApprovalTiming{})}
+		Audit: meta, People: meta, Revealer: chain, Approvals: escrow.NewApprovals(meta, policy, escrow.ApprovalTiming{}),
+		Rotations: rot, RotationStore: meta}
 	r.ts = httptest.NewUnstartedServer(nil)
 	cfg := web.Config{KeyDisplay: o.keyDisplay, Rules: web.Rules{MinReason: policy.MinReasonLength, TicketPattern: policy.TicketPattern.String()}}
 	deps.ExtraPolicy = auth.Policy{}

@@ -160,7 +160,7 @@ func Policy() auth.Policy {
 	add(post, "/ui/tokens/{id}/revoke", auth.Need(auth.PermTokenSelf))
 	add(get, "/ui/users", auth.Need(auth.PermUserAdmin))
 	add(post, "/ui/users", auth.Need(auth.PermUserAdmin))
-	return p
+	return api.Merge(p, rotationPolicy())
 }
 
 // Mount adds the routes. Each is registered with its full path so the
@@ -192,6 +192,7 @@ func (u *UI) Mount(r chi.Router) {
 	r.Post("/ui/tokens/{id}/revoke", u.revokeToken)
 	r.Get("/ui/users", u.usersPage)
 	r.Post("/ui/users", u.createUser)
+	u.mountRotations(r)
 }
 
 // Owns reports whether r is a page request (api renders its errors through
@@ -256,6 +257,9 @@ func (u *UI) nav(p *auth.Principal, path string) []navItem {
 	}
 	add("/ui/devices", "Devices", auth.PermDeviceRead)
 	add("/ui/approvals", "Approvals", auth.PermApprovalRead)
+	if u.rotations() {
+		add("/ui/rotations", "Rotations", auth.PermRotationRead)
+	}
 	add("/ui/audit", "Audit log", auth.PermAuditRead)
 	add("/ui/tokens", "API tokens", auth.PermTokenSelf)
 	add("/ui/users", "Users", auth.PermUserAdmin)

@@ -72,6 +72,7 @@ func TestPagesByRole(t *testing.T) {
 		{"/ui/audit/export?format=csv", auth.PermAuditRead, "seq,time"},
 		{"/ui/tokens", auth.PermTokenSelf, "Create a token"},
 		{"/ui/users", auth.PermUserAdmin, "Create a local user"},
+		{"/ui/rotations", auth.PermRotationRead, "Disclosed, not yet rotated"},
 	}
 	for _, role := range escrow.AllRoles {
 		t.Run(string(role), func(t *testing.T) {
