@@ -140,6 +140,8 @@ followed by the flag name in upper case with dashes as underscores
 		newApprovalCmd(cc),
 		newTokenCmd(cc),
 		newUserCmd(cc),
+		newRotationCmd(cc),
+		newAgentScriptCmd(),
 	)
 	g.register(root)
 	cc.register(root)
