@@ -646,3 +646,43 @@ func TestBodyLimit(t *testing.T) {
 		t.Fatal("an oversized form revealed")
 	}
 }
+
+// TestEndedSessionIsAnonymous: a browser whose session ended (logged out
+// elsewhere, expired) is treated as signed out: the sign-in page loads at
+// once, and pages send it there, instead of a 401 on every request.
+func TestEndedSessionIsAnonymous(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	b := r.user("hd", escrow.RoleHelpdesk)
+	u, _ := url.Parse(r.ts.URL)
+	var sid string
+	for _, c := range b.c.Jar.Cookies(u) {
+		if c.Name == auth.CookieName {
+			sid = c.Value
+		}
+	}
+	if sid == "" {
+		t.Fatal("no session cookie after signing in")
+	}
+	if err := r.meta.DeleteSession(ctx, auth.HashSecret(sid)); err != nil {
+		t.Fatal(err)
+	}
+	p := b.get("/ui/login")
+	mustStatus(t, "sign-in page with an ended session", p, http.StatusOK)
+	if !strings.Contains(strings.Join(p.header.Values("Set-Cookie"), "\n"), auth.CookieName+"=;") {
+		t.Errorf("the stale cookie was not cleared: %q", p.header.Values("Set-Cookie"))
+	}
+	if got := b.get("/ui/devices"); got.status != http.StatusSeeOther || !strings.HasPrefix(got.location(), "/ui/login") {
+		t.Errorf("page with an ended session: %d %q", got.status, got.location())
+	}
+	// A bearer token that is not valid is still refused outright.
+	req, _ := http.NewRequest(http.MethodGet, r.ts.URL+"/healthz", nil)
+	req.Header.Set("Authorization", "Bearer fve_not-a-token")
+	resp, err := r.ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("invalid bearer token on a public route: %d", resp.StatusCode)
+	}
+}

@@ -141,7 +141,7 @@ func (a *Authenticator) fromToken(ctx context.Context, tok string) (*Principal, 
 	// A token never carries more than its owner has now.
 	var roles []escrow.Role
 	for _, r := range t.Roles {
-		if Covers(u.Roles, r) || u.Source == "oidc" {
+		if Covers(u.Roles, r) { // an OIDC user's roles are refreshed at each sign-in
 			roles = append(roles, r)
 		}
 	}
@@ -229,11 +229,14 @@ func (a *Authenticator) Authenticate(onError func(http.ResponseWriter, *http.Req
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			p, err := a.Resolve(r)
+			if err != nil && errors.Is(err, ErrUnauthenticated) && bearer(r) == "" {
+				// An ended or expired session is no session: the browser
+				// continues anonymously (public pages, the sign-in page),
+				// and the policy answers 401 where one is needed.
+				a.clearStaleCookie(w, r)
+				p, err = nil, nil
+			}
 			if err != nil {
-				if errors.Is(err, ErrUnauthenticated) {
-					// A stale cookie must not lock a browser out of the login page.
-					a.clearStaleCookie(w, r)
-				}
 				onError(w, r, err)
 				return
 			}
