@@ -74,7 +74,12 @@ func (c *serveConfig) Validate() error {
 	if c.checkInterval <= 0 || c.outboxInterval <= 0 || c.checkpointEvery <= 0 {
 		return errors.New("intervals must be positive")
 	}
-	return c.rotation.validate()
+	if err := c.rotation.validate(); err != nil {
+		return err
+	}
+	// Checked before any store is opened, so a refused first start creates
+	// nothing (and loses no one-time password).
+	return c.notify.validate()
 }
 
 func newServeCmd(g *globals) *cobra.Command {
