@@ -6,7 +6,7 @@ FVESCROW_INTEGRATION ?= 1
 FUZZTIME ?= 10s
 export FVESCROW_CACHE FVESCROW_INTEGRATION FUZZTIME
 
-.PHONY: test lint unit fuzz prereqs build
+.PHONY: test lint unit fuzz prereqs build bench
 
 test:
 	./scripts/test.sh
@@ -25,3 +25,9 @@ fuzz:
 
 build:
 	go build -o bin/fvescrow ./cmd/fvescrow
+
+# Benchmarks (figures for docs/operations.md#benchmarks); real parts as for
+# the tests. BENCHTIME applies to the per-operation benchmarks.
+BENCHTIME ?= 2s
+bench: prereqs
+	./scripts/bench.sh

@@ -41,9 +41,16 @@ fuzz() {
 	done
 }
 
+bench() {
+	# Every benchmark once, with real parts, so none rots; `make bench`
+	# measures. The campaign runs over FVESCROW_BENCH_DEVICES Macs.
+	step "benchmarks, one iteration each (FVESCROW_BENCH_DEVICES=${FVESCROW_BENCH_DEVICES:-10000})"
+	go test -run '^$' -bench . -benchtime 1x -timeout 30m ./...
+}
+
 case "$what" in
-all) lint; unit; fuzz ;;
-lint | unit | fuzz) "$what" ;;
-*) echo "usage: $0 [all|lint|unit|fuzz]" >&2; exit 2 ;;
+all) lint; unit; bench; fuzz ;;
+lint | unit | fuzz | bench) "$what" ;;
+*) echo "usage: $0 [all|lint|unit|bench|fuzz]" >&2; exit 2 ;;
 esac
 step "done"
