@@ -3,7 +3,6 @@ package web
 import (
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,7 +34,11 @@ func (u *UI) tokensData(r *http.Request) (tokensPage, error) {
 	for _, t := range ts {
 		tp.Tokens = append(tp.Tokens, api.ToToken(t))
 	}
-	for _, role := range p.Roles {
+	// Every role the person covers: an admin may mint an agent token.
+	for _, role := range escrow.AllRoles {
+		if !auth.Covers(p.Roles, role) {
+			continue
+		}
 		tp.Roles = append(tp.Roles, string(role))
 	}
 	return tp, nil
@@ -83,7 +86,7 @@ func (u *UI) createToken(w http.ResponseWriter, r *http.Request) {
 	if len(req.Roles) > 0 {
 		roles = nil
 		for _, name := range req.Roles {
-			if !slices.Contains(p.Roles, escrow.Role(name)) {
+			if !auth.Covers(p.Roles, escrow.Role(name)) {
 				fail(fmt.Errorf("%w: you do not have role %q", escrow.ErrForbidden, name))
 				return
 			}

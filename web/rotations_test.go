@@ -61,3 +61,23 @@ func TestRotationPages(t *testing.T) {
 	mustContain(t, "fleet regeneration", viewer.get("/ui/rotations"), "Waiting for key regeneration", "rotation failed: the device refused")
 	mustContain(t, "device regeneration", viewer.get(dev), "needs its recovery key regenerated")
 }
+
+// TestAgentTokenFromTheUI: an admin may mint a token with the agent role
+// (which their admin role covers); a helpdesk user may not mint roles they
+// do not cover.
+func TestAgentTokenFromTheUI(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	admin := r.user("root", escrow.RoleAdmin)
+	hd := r.user("hd", escrow.RoleHelpdesk)
+	mustContain(t, "admin tokens page", admin.get("/ui/tokens"), `value="agent"`, `value="auditor"`)
+	if strings.Contains(hd.get("/ui/tokens").body, `value="auditor"`) {
+		t.Error("a helpdesk user is offered the auditor role")
+	}
+	got := admin.submit("/ui/tokens", url.Values{"name": {"mac agents"}, "roles": {"agent"}, "expires_in_hours": {"0"}})
+	mustStatus(t, "agent token", got, http.StatusCreated)
+	ts, err := r.meta.APITokens(ctx, "local:root")
+	if err != nil || len(ts) != 1 || len(ts[0].Roles) != 1 || ts[0].Roles[0] != escrow.RoleAgent {
+		t.Fatalf("tokens %+v %v", ts, err)
+	}
+	mustStatus(t, "helpdesk mints auditor", hd.submit("/ui/tokens", url.Values{"name": {"x"}, "roles": {"auditor"}, "expires_in_hours": {"24"}}), http.StatusForbidden)
+}
