@@ -62,6 +62,38 @@ func ToRotation(j escrow.Job) wire.Rotation {
 	return out
 }
 
+// ToRegeneration converts a regeneration mark (shared with the web UI).
+func ToRegeneration(r escrow.Regeneration) wire.Regeneration { return toRegeneration(r) }
+
+// ToCampaign converts a campaign and its progress (shared with the web UI).
+func ToCampaign(p escrow.CampaignProgress) wire.Campaign { return toCampaign(p) }
+
+// OverdueKeys lists current keys disclosed before before, with their latest
+// rotation: the fleet view the API and the web UI show.
+func OverdueKeys(ctx context.Context, devices Devices, store RotationReader, before time.Time, limit int) ([]wire.OverdueKey, error) {
+	vs, err := store.DisclosedKeys(ctx, before, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]wire.OverdueKey, 0, len(vs))
+	for _, v := range vs {
+		k := wire.OverdueKey{Device: string(v.Device), Version: v.Seq, DisclosedAt: v.DisclosedAt}
+		if d, err := devices.Device(ctx, v.Device); err == nil {
+			k.Serial = d.Serial
+		}
+		js, err := store.Jobs(ctx, escrow.JobQuery{Kind: escrow.JobRotation, Device: v.Device, Limit: 1})
+		if err != nil {
+			return nil, err
+		}
+		if len(js) == 1 {
+			rot := ToRotation(js[0])
+			k.Rotation = &rot
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
+
 func toRegeneration(r escrow.Regeneration) wire.Regeneration {
 	return wire.Regeneration{Device: string(r.Device), Serial: r.Serial, Reason: r.Reason, Since: r.Since, ClearedAt: optTime(r.ClearedAt)}
 }
@@ -149,27 +181,12 @@ func (h *handlers) overdueKeys(w http.ResponseWriter, r *http.Request) {
 		hours = v
 	}
 	before := time.Now().Add(-time.Duration(hours * float64(time.Hour)))
-	vs, err := h.RotationStore.DisclosedKeys(r.Context(), before, queryLimit(r.URL.Query().Get("limit"), 1000, 10000))
+	keys, err := OverdueKeys(r.Context(), h.Devices, h.RotationStore, before, queryLimit(r.URL.Query().Get("limit"), 1000, 10000))
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	out := wire.OverdueList{OlderThanHours: hours, Keys: make([]wire.OverdueKey, 0, len(vs))}
-	for _, v := range vs {
-		k := wire.OverdueKey{Device: string(v.Device), Version: v.Seq, DisclosedAt: v.DisclosedAt}
-		if d, err := h.Devices.Device(r.Context(), v.Device); err == nil {
-			k.Serial = d.Serial
-		}
-		if js, err := h.RotationStore.Jobs(r.Context(), escrow.JobQuery{Kind: escrow.JobRotation, Device: v.Device, Limit: 1}); err != nil {
-			h.fail(w, r, err)
-			return
-		} else if len(js) == 1 {
-			rot := ToRotation(js[0])
-			k.Rotation = &rot
-		}
-		out.Keys = append(out.Keys, k)
-	}
-	WriteJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, wire.OverdueList{OlderThanHours: hours, Keys: keys})
 }
 
 func (h *handlers) rotateDevice(w http.ResponseWriter, r *http.Request) {

@@ -85,26 +85,11 @@ func (u *UI) rotationsPage(w http.ResponseWriter, r *http.Request) {
 			pg.Hours = h
 		}
 	}
-	keys, err := u.d.RotationStore.DisclosedKeys(ctx, time.Now().Add(-time.Duration(pg.Hours*float64(time.Hour))), 500)
+	var err error
+	pg.Overdue, err = api.OverdueKeys(ctx, u.d.Devices, u.d.RotationStore, time.Now().Add(-time.Duration(pg.Hours*float64(time.Hour))), 500)
 	if err != nil {
 		u.fail(w, r, err)
 		return
-	}
-	for _, v := range keys {
-		k := wire.OverdueKey{Device: string(v.Device), Version: v.Seq, DisclosedAt: v.DisclosedAt}
-		if d, err := u.d.Devices.Device(ctx, v.Device); err == nil {
-			k.Serial = d.Serial
-		}
-		js, err := u.d.RotationStore.Jobs(ctx, escrow.JobQuery{Kind: escrow.JobRotation, Device: v.Device, Limit: 1})
-		if err != nil {
-			u.fail(w, r, err)
-			return
-		}
-		if len(js) == 1 {
-			rot := api.ToRotation(js[0])
-			k.Rotation = &rot
-		}
-		pg.Overdue = append(pg.Overdue, k)
 	}
 	failed, err := u.d.RotationStore.Jobs(ctx, escrow.JobQuery{Kind: escrow.JobRotation, States: []escrow.JobState{escrow.JobFailed}, Limit: 100})
 	if err != nil {
@@ -120,7 +105,7 @@ func (u *UI) rotationsPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, g := range regs {
-		pg.Regenerations = append(pg.Regenerations, wire.Regeneration{Device: string(g.Device), Serial: g.Serial, Reason: g.Reason, Since: g.Since})
+		pg.Regenerations = append(pg.Regenerations, api.ToRegeneration(g))
 	}
 	cs, err := u.d.RotationStore.Campaigns(ctx, 20)
 	if err != nil {
@@ -128,8 +113,7 @@ func (u *UI) rotationsPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, c := range cs {
-		pg.Campaigns = append(pg.Campaigns, wire.Campaign{ID: c.ID, Name: c.Name, Reason: c.Reason, Filter: c.Filter,
-			CreatedBy: c.CreatedBy.String(), CreatedAt: c.CreatedAt, Devices: c.Devices, Skipped: c.Skipped})
+		pg.Campaigns = append(pg.Campaigns, api.ToCampaign(escrow.CampaignProgress{Campaign: c}))
 	}
 	u.render(w, r, http.StatusOK, "rotations", "Key rotations", pg)
 }
@@ -177,15 +161,7 @@ func (u *UI) campaignPage(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, err)
 		return
 	}
-	cp := campaignPage{Order: campaignStates, Campaign: wire.Campaign{ID: p.ID, Name: p.Name, Reason: p.Reason, Filter: p.Filter,
-		CreatedBy: p.CreatedBy.String(), CreatedAt: p.CreatedAt, Devices: p.Devices, Skipped: p.Skipped, States: p.States, Failures: p.Errors}}
-	open := 0
-	for st, n := range p.States {
-		if st != escrow.RotationVerified && st != escrow.RotationFailed && st != escrow.RotationCanceled {
-			open += n
-		}
-	}
-	cp.Campaign.Done = open == 0
+	cp := campaignPage{Order: campaignStates, Campaign: api.ToCampaign(p)}
 	for _, j := range jobs {
 		cp.Rotations = append(cp.Rotations, api.ToRotation(j))
 	}
