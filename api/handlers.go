@@ -98,7 +98,7 @@ func DeviceDetail(r *http.Request, devices Devices, details Details, audit Audit
 	if err != nil {
 		return wire.DeviceDetail{}, err
 	}
-	out := wire.DeviceDetail{Device: toDevice(d)}
+	out := wire.DeviceDetail{Device: toDevice(d), KeyVersions: []wire.KeyVersion{}, Accounts: []wire.Account{}, Audit: []wire.AuditRecord{}}
 	st := token.State{
 		FileVault: flagAttr(d.Attrs[escrow.AttrFDEEnabled]), HasPRK: flagAttr(d.Attrs[escrow.AttrFDEHasPRK]),
 		BootstrapAllows: d.Attrs[escrow.AttrBootstrapAllowed], Accounts: accounts,

@@ -170,5 +170,14 @@ func (ca *SCEPCA) Handler(challenge string, log *slog.Logger) (http.Handler, err
 	if err != nil {
 		return nil, err
 	}
-	return scepserver.MakeHTTPHandler(scepserver.MakeServerEndpoints(svc), svc, kit), nil
+	h := scepserver.MakeHTTPHandler(scepserver.MakeServerEndpoints(svc), svc, kit)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The SCEP library answers a request without an operation with 500;
+		// it is the client's mistake.
+		if r.URL.Query().Get("operation") == "" {
+			http.Error(w, "missing SCEP operation", http.StatusBadRequest)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}), nil
 }

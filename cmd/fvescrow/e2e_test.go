@@ -364,6 +364,12 @@ func TestDeviceBadInput(t *testing.T) {
 			t.Errorf("%s: %d, want %d", tc.name, got, tc.status)
 		}
 	}
+	// SCEP without an operation is the client's mistake.
+	if resp, err := s.Client().Get(s.URL() + "/scep"); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("GET /scep without an operation: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	if devs, _ := s.srv.svc.FindDevices(ctx, escrow.DeviceQuery{Text: "EVIL"}); len(devs) != 0 {
 		t.Error("a rejected request created a device")
 	}
