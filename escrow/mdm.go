@@ -119,6 +119,9 @@ type AccountStore interface {
 type EventStore interface {
 	// MarkEvent records id and reports whether it was new.
 	MarkEvent(ctx context.Context, id string, at time.Time) (bool, error)
+	// ForgetEvent removes id (an event whose processing failed), so that
+	// a redelivery is processed. Forgetting an unknown id is not an error.
+	ForgetEvent(ctx context.Context, id string) error
 }
 
 // MutableSettings are settings an operator may replace (the APNs topic

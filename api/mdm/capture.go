@@ -91,7 +91,10 @@ type Capture struct {
 	backoff []time.Duration
 	daily   time.Duration // recheck after a key is escrowed or FileVault is off
 	answer  time.Duration // how long to wait for an answer before pushing again
-	rot     *RotationConfig
+	// resendAfter is how many pushes an unanswered check gets before it
+	// is sent again (0: never; the embedded server sees every answer).
+	resendAfter int
+	rot         *RotationConfig
 }
 
 // Option configures Capture.
@@ -110,6 +113,12 @@ func WithClock(now func() time.Time) Option { return func(c *Capture) { c.now = 
 func WithSchedule(backoff []time.Duration, recheck, answer time.Duration) Option {
 	return func(c *Capture) { c.backoff, c.daily, c.answer = backoff, recheck, answer }
 }
+
+// WithResendAfter has an escrow check that is still unanswered after
+// pushes pushes sent again. Companion mode needs it: the MDM server sends
+// each answer to fvescrow once, and a lost webhook would otherwise leave
+// the check waiting forever.
+func WithResendAfter(pushes int) Option { return func(c *Capture) { c.resendAfter = pushes } }
 
 // WithReplicaID names this process when it claims jobs.
 func WithReplicaID(id string) Option { return func(c *Capture) { c.owner = id } }
@@ -162,21 +171,44 @@ func platformOf(product, model string) string {
 	return "macOS"
 }
 
+// attrEnrollmentEventAt is when (by the MDM server's clock) the TokenUpdate
+// that started the current enrollment workflow was sent, in companion mode.
+const attrEnrollmentEventAt = "enrollment_event_at"
+
 // Authenticate records a (re-)enrollment. The enrollment workflow starts at
 // the next TokenUpdate.
 func (c *Capture) Authenticate(ctx context.Context, id escrow.DeviceID, raw []byte) error {
+	return c.AuthenticateAt(ctx, id, raw, time.Time{})
+}
+
+// AuthenticateAt is Authenticate for an event the MDM server sent at at
+// (companion mode, where events can arrive out of order): an Authenticate
+// older than the TokenUpdate that started the current workflow is that
+// workflow's own, arriving late, and only updates the inventory.
+func (c *Capture) AuthenticateAt(ctx context.Context, id escrow.DeviceID, raw []byte, at time.Time) error {
 	var info authenticateInfo
 	_ = plist.Unmarshal(raw, &info) // the fields are informative; nanomdm already parsed the message
-	_, err := c.devices.UpsertDevice(ctx, escrow.Device{
+	d := escrow.Device{
 		ID: id, UDID: info.UDID, Serial: info.SerialNumber, Hostname: info.DeviceName,
 		Model: strings.TrimSpace(info.Model + " " + info.ModelName), OSVersion: strings.TrimSpace(info.OSVersion + " " + info.BuildVersion),
 		Platform: platformOf(info.ProductName, info.Model),
 		Attrs:    map[string]string{escrow.AttrEnrollmentState: "authenticated"},
-	})
-	if err != nil {
+	}
+	if !at.IsZero() {
+		if cur, err := c.devices.Device(ctx, id); err == nil {
+			if started, err := time.Parse(time.RFC3339Nano, cur.Attrs[attrEnrollmentEventAt]); err == nil && !at.After(started) {
+				d.Attrs = nil
+				c.log.DebugContext(ctx, "Authenticate arrived after the TokenUpdate it preceded; enrollment state kept", "device", id)
+			}
+		}
+	}
+	if _, err := c.devices.UpsertDevice(ctx, d); err != nil {
 		return fmt.Errorf("capture: authenticate %s: %w", id, err)
 	}
 	c.log.InfoContext(ctx, "device authenticated", "device", id, "serial", info.SerialNumber)
+	if d.Attrs == nil {
+		return nil // a late copy of the current enrollment's Authenticate
+	}
 	return c.rotationReenrolled(ctx, id)
 }
 
@@ -196,25 +228,34 @@ func (c *Capture) EscrowUnlockToken(ctx context.Context, id escrow.DeviceID, tok
 // TokenUpdate starts the escrow workflow on the first TokenUpdate after
 // Authenticate (later ones only refresh push details, which nanomdm keeps).
 func (c *Capture) TokenUpdate(ctx context.Context, id escrow.DeviceID) error {
+	return c.TokenUpdateAt(ctx, id, time.Time{})
+}
+
+// TokenUpdateAt is TokenUpdate for an event the MDM server sent at at
+// (companion mode).
+func (c *Capture) TokenUpdateAt(ctx context.Context, id escrow.DeviceID, at time.Time) error {
 	d, err := c.devices.Device(ctx, id)
 	if errors.Is(err, escrow.ErrNotFound) {
 		// Enrolled before fvescrow watched (companion mode): treat as new.
-		d = escrow.Device{ID: id, Attrs: map[string]string{escrow.AttrEnrollmentState: "authenticated"}}
+		d = escrow.Device{ID: id}
 	} else if err != nil {
 		return fmt.Errorf("capture: token update %s: %w", id, err)
 	}
-	if d.Attrs[escrow.AttrEnrollmentState] != "authenticated" {
+	// No state yet: a device fvescrow knows only from an escrowed token
+	// (the UnlockToken of this very TokenUpdate) or one that enrolled
+	// before fvescrow watched. Both are new enrollments.
+	if st := d.Attrs[escrow.AttrEnrollmentState]; st != "" && st != "authenticated" {
 		return nil
 	}
-	return c.enroll(ctx, d)
+	return c.enroll(ctx, d, at)
 }
 
 // enroll sends the escrow profile, SecurityInfo and UserList, and schedules
-// the follow-up.
-func (c *Capture) enroll(ctx context.Context, d escrow.Device) error {
+// the follow-up. The device is "enrolled" only once all of that is queued:
+// until then the next TokenUpdate starts over.
+func (c *Capture) enroll(ctx context.Context, d escrow.Device, at time.Time) error {
 	now := c.now()
 	if _, err := c.devices.UpsertDevice(ctx, escrow.Device{ID: d.ID, Attrs: map[string]string{
-		escrow.AttrEnrollmentState: "enrolled", escrow.AttrEnrolledAt: now.UTC().Format(time.RFC3339),
 		escrow.AttrEscrowStatus: string(escrow.EscrowProfilePending),
 	}}); err != nil {
 		return fmt.Errorf("capture: enroll %s: %w", d.ID, err)
@@ -236,6 +277,13 @@ func (c *Capture) enroll(ctx context.Context, d escrow.Device) error {
 	}
 	if err := c.runCheck(ctx, j, true); err != nil {
 		return err
+	}
+	attrs := map[string]string{escrow.AttrEnrollmentState: "enrolled", escrow.AttrEnrolledAt: now.UTC().Format(time.RFC3339)}
+	if !at.IsZero() {
+		attrs[attrEnrollmentEventAt] = at.UTC().Format(time.RFC3339Nano)
+	}
+	if _, err := c.devices.UpsertDevice(ctx, escrow.Device{ID: d.ID, Attrs: attrs}); err != nil {
+		return fmt.Errorf("capture: enroll %s: %w", d.ID, err)
 	}
 	c.log.InfoContext(ctx, "enrollment: escrow profile, SecurityInfo and UserList sent", "device", d.ID)
 	return nil

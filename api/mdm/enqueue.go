@@ -153,9 +153,12 @@ func NewAPIEnqueuer(baseURL, apiKey string, client *http.Client) (*APIEnqueuer, 
 
 // apiResult is the part of nanomdm's APIResult fvescrow reads.
 type apiResult struct {
+	CommandUUID  string `json:"command_uuid"` // set once the command is decoded
 	CommandError string `json:"command_error"`
+	PushError    string `json:"push_error"`
 	Status       map[string]struct {
 		CommandError string `json:"command_error"`
+		PushError    string `json:"push_error"`
 	} `json:"status"`
 }
 
@@ -176,7 +179,7 @@ func (e *APIEnqueuer) do(ctx context.Context, method, path string, body []byte) 
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized:
 		return &r, fmt.Errorf("%w: nanomdm API rejected the API key", escrow.ErrForbidden)
-	case resp.StatusCode >= 500 && r.CommandError == "" && len(r.Status) == 0:
+	case resp.StatusCode >= 500 && r.CommandError == "" && len(r.Status) == 0 && r.CommandUUID == "":
 		return &r, fmt.Errorf("%w: nanomdm API answered %d", escrow.ErrUnavailable, resp.StatusCode)
 	}
 	return &r, nil

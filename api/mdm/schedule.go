@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/fvescrow/fvescrow/escrow"
@@ -25,11 +26,17 @@ func (c *Capture) runCheck(ctx context.Context, j escrow.Job, force bool) error 
 		j.Data = map[string]string{}
 	}
 	if last := j.Data["command"]; last != "" && !force {
-		if cmd, err := c.store.Command(ctx, j.Device, last); err == nil && cmd.AnsweredAt.IsZero() {
+		cmd, err := c.store.Command(ctx, j.Device, last)
+		pushes, _ := strconv.Atoi(j.Data["pushes"])
+		// With resendAfter set (companion mode, where an answer can be lost
+		// between the MDM server and fvescrow), a check still unanswered
+		// after that many pushes is sent again.
+		if err == nil && cmd.AnsweredAt.IsZero() && (c.resendAfter == 0 || pushes < c.resendAfter) {
 			if err := c.enqueuer.Push(ctx, j.Device); err != nil {
 				c.log.WarnContext(ctx, "push failed", "device", j.Device, "err", err)
 			}
 			j.Attempts++
+			j.Data["pushes"] = strconv.Itoa(pushes + 1)
 			j.State, j.Step, j.RunAt = escrow.JobWaiting, "pushed-again", now.Add(c.delay(j.Attempts))
 			return c.store.UpdateJob(ctx, j)
 		}
@@ -53,6 +60,7 @@ func (c *Capture) runCheck(ctx context.Context, j escrow.Job, force bool) error 
 		return err
 	}
 	j.Data["command"] = si.UUID
+	delete(j.Data, "pushes")
 	j.State, j.Step, j.RunAt = escrow.JobWaiting, "securityinfo-sent", now.Add(c.answer)
 	return c.store.UpdateJob(ctx, j)
 }

@@ -8,9 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/fvescrow/fvescrow/escrow"
 	"github.com/micromdm/nanomdm/mdm"
@@ -26,6 +29,7 @@ const MaxWebhookBody = 8 << 20
 type webhookEvent struct {
 	Topic        string            `json:"topic"`
 	EventID      string            `json:"event_id"`
+	CreatedAt    time.Time         `json:"created_at"`
 	CheckinEvent *checkinEvent     `json:"checkin_event"`
 	Acknowledge  *acknowledgeEvent `json:"acknowledge_event"`
 }
@@ -52,6 +56,33 @@ type Webhook struct {
 	events  escrow.EventStore
 	secret  []byte
 	log     *slog.Logger
+	// nanomdm sends each event from its own goroutine: one device's
+	// events are handled one at a time (within this process).
+	devices [64]sync.Mutex
+}
+
+// lockDevice serialises the handling of one device's events.
+func (h *Webhook) lockDevice(id string) func() {
+	f := fnv.New32a()
+	f.Write([]byte(id))
+	m := &h.devices[f.Sum32()%uint32(len(h.devices))]
+	m.Lock()
+	return m.Unlock
+}
+
+// device is the UDID (or EnrollmentID) an event is about.
+func (ev *webhookEvent) device() string {
+	switch {
+	case ev.CheckinEvent != nil && ev.CheckinEvent.UDID != "":
+		return ev.CheckinEvent.UDID
+	case ev.CheckinEvent != nil:
+		return ev.CheckinEvent.EnrollmentID
+	case ev.Acknowledge != nil && ev.Acknowledge.UDID != "":
+		return ev.Acknowledge.UDID
+	case ev.Acknowledge != nil:
+		return ev.Acknowledge.EnrollmentID
+	}
+	return ""
 }
 
 // NewWebhook verifies events with secret (HMAC-SHA256). An empty secret is
@@ -87,9 +118,11 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "malformed event", http.StatusBadRequest)
 		return
 	}
+	defer h.lockDevice(ev.device())()
 	// A replayed event (same bytes) is acknowledged and ignored.
 	sum := sha256.Sum256(body)
-	fresh, err := h.events.MarkEvent(r.Context(), hex.EncodeToString(sum[:]), h.capture.now())
+	eventID := hex.EncodeToString(sum[:])
+	fresh, err := h.events.MarkEvent(r.Context(), eventID, h.capture.now())
 	if err != nil {
 		h.log.ErrorContext(r.Context(), "webhook: record event", "err", err)
 		http.Error(w, "internal error", http.StatusInternalServerError)
@@ -100,6 +133,10 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := h.handle(r, ev); err != nil {
+		// Not processed: a redelivery of these bytes must be processed.
+		if ferr := h.events.ForgetEvent(r.Context(), eventID); ferr != nil {
+			h.log.ErrorContext(r.Context(), "webhook: forget failed event", "err", ferr)
+		}
 		var bad badEvent
 		if errors.As(err, &bad) {
 			http.Error(w, string(bad), http.StatusBadRequest)
@@ -155,24 +192,24 @@ func (h *Webhook) handle(r *http.Request, ev webhookEvent) error {
 		if err != nil {
 			return badEvent("undecodable check-in payload")
 		}
-		return h.checkin(r, msg)
+		return h.checkin(r, msg, ev.CreatedAt)
 	}
 	return nil // topics fvescrow does not act on
 }
 
-func (h *Webhook) checkin(r *http.Request, msg any) error {
+func (h *Webhook) checkin(r *http.Request, msg any, at time.Time) error {
 	ctx := r.Context()
 	switch m := msg.(type) {
 	case *mdm.Authenticate:
 		if id, ok := deviceChannel(m.Enrollment); ok {
-			return h.capture.Authenticate(ctx, id, m.Raw)
+			return h.capture.AuthenticateAt(ctx, id, m.Raw, at)
 		}
 	case *mdm.TokenUpdate:
 		if id, ok := deviceChannel(m.Enrollment); ok {
 			if err := h.capture.EscrowUnlockToken(ctx, id, m.UnlockToken); err != nil {
 				return err
 			}
-			return h.capture.TokenUpdate(ctx, id)
+			return h.capture.TokenUpdateAt(ctx, id, at)
 		}
 	case *mdm.CheckOut:
 		if id, ok := deviceChannel(m.Enrollment); ok {

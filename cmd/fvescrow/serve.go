@@ -46,6 +46,7 @@ type serveConfig struct {
 	companion       bool
 	nanomdmURL      string
 	nanomdmKeyFile  string
+	nanomdmCACert   string
 	webhookKeyFile  string
 
 	// Test hooks: an APNs client pointing at a fake APNs, and a wrapper
@@ -65,8 +66,8 @@ func (c *serveConfig) Validate() error {
 	if c.companion && (c.nanomdmURL == "" || c.nanomdmKeyFile == "" || c.webhookKeyFile == "") {
 		return errors.New("--companion needs --nanomdm-url, --nanomdm-api-key-file and --webhook-hmac-key-file")
 	}
-	if !c.companion && (c.nanomdmURL != "" || c.webhookKeyFile != "") {
-		return errors.New("--nanomdm-url and --webhook-hmac-key-file are for --companion mode")
+	if !c.companion && (c.nanomdmURL != "" || c.webhookKeyFile != "" || c.nanomdmCACert != "") {
+		return errors.New("--nanomdm-url, --nanomdm-ca-cert and --webhook-hmac-key-file are for --companion mode")
 	}
 	if c.fvLocation == "" {
 		return errors.New("--filevault-location must not be empty: macOS shows it when FileVault is enabled")
@@ -140,6 +141,7 @@ func (c *serveConfig) register(cmd *cobra.Command) {
 	f.BoolVar(&c.companion, "companion", false, "run beside an existing nanomdm: receive its webhook, enqueue through its API")
 	f.StringVar(&c.nanomdmURL, "nanomdm-url", "", "companion: base URL of the nanomdm API")
 	f.StringVar(&c.nanomdmKeyFile, "nanomdm-api-key-file", "", "companion: `FILE` holding nanomdm's API key")
+	f.StringVar(&c.nanomdmCACert, "nanomdm-ca-cert", "", "companion: CA certificate `PEM` that nanomdm's TLS certificate chains to (default: the system roots)")
 	f.StringVar(&c.webhookKeyFile, "webhook-hmac-key-file", "", "companion: `FILE` holding the webhook HMAC secret (nanomdm -webhook-hmac-key)")
 }
 
@@ -329,16 +331,25 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 		if err != nil {
 			return nil, nil, err
 		}
-		enq, err := mdm.NewAPIEnqueuer(c.nanomdmURL, string(key), nil)
+		var nanoClient *http.Client
+		if c.nanomdmCACert != "" {
+			if nanoClient, err = httpClient(c.nanomdmCACert); err != nil {
+				return nil, nil, err
+			}
+			nanoClient.Timeout = 30 * time.Second
+		}
+		enq, err := mdm.NewAPIEnqueuer(c.nanomdmURL, string(key), nanoClient)
 		if err != nil {
 			return nil, nil, badInput(err)
 		}
 		// The external server's queue would keep the key at rest: rotations
-		// fall back to regeneration by an agent.
+		// fall back to regeneration by an agent. It sends each result to
+		// fvescrow once: a check whose answer was lost on the way is sent
+		// again after two pushes.
 		capture := mdm.NewCapture(keys, svc, svc, st.meta, enq, profile, mdm.WithLogger(log), mdm.WithClock(now), mdm.WithRotation(mdm.RotationConfig{
 			Store: st.meta, GiveUp: c.rotation.giveUp,
 			Unavailable: "companion mode: RotateFileVaultKey would rest, with the current key, in the external MDM's queue",
-		}))
+		}), mdm.WithResendAfter(2))
 		wh, err := mdm.NewWebhook(capture, st.meta, hmacKey, log)
 		if err != nil {
 			return nil, nil, badInput(err)

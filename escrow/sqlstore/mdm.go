@@ -411,6 +411,15 @@ func (s *Store) MarkEvent(ctx context.Context, id string, at time.Time) (bool, e
 	return fresh, wrap("mark event", err)
 }
 
+// ForgetEvent removes a webhook event ID (its processing failed).
+func (s *Store) ForgetEvent(ctx context.Context, id string) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.q(`DELETE FROM webhook_events WHERE id = ?`), id)
+		return err
+	})
+	return wrap("forget event", err)
+}
+
 // PutSetting creates or replaces a mutable setting.
 func (s *Store) PutSetting(ctx context.Context, name string, value []byte) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {

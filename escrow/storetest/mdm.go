@@ -214,6 +214,19 @@ func testEvents(t *testing.T, s MDMStore) {
 	if fresh, _ := s.MarkEvent(ctx, "evt-2", t0); !fresh {
 		t.Fatal("a second event is not new")
 	}
+	// A forgotten event (its processing failed) is new again; forgetting
+	// twice, or an unknown event, is not an error.
+	for i := 0; i < 2; i++ {
+		if err := s.ForgetEvent(ctx, "evt-2"); err != nil {
+			t.Fatalf("ForgetEvent #%d: %v", i, err)
+		}
+	}
+	if fresh, _ := s.MarkEvent(ctx, "evt-2", t0); !fresh {
+		t.Fatal("a forgotten event is not new")
+	}
+	if fresh, _ := s.MarkEvent(ctx, "evt-1", t0); fresh {
+		t.Fatal("forgetting one event forgot another")
+	}
 	if err := s.PutSetting(ctx, "mdm.push-topic", []byte("com.apple.mgmt.External.1")); err != nil {
 		t.Fatal(err)
 	}
