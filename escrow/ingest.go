@@ -29,7 +29,8 @@ func (s *Service) Ingest(ctx context.Context, d Device, cms []byte, src Source) 
 }
 
 // Receive is Ingest's first, at-least-once step alone: it stores the blob in
-// the outbox and returns the item for EscrowReceived. The MDM door calls it
+// the outbox (unless that very blob is already recorded) and returns the
+// item for EscrowReceived. The MDM door calls it
 // before it acknowledges a result to nanomdm.
 func (s *Service) Receive(ctx context.Context, d Device, cms []byte, src Source) (OutboxItem, error) {
 	if err := d.ID.Validate(); err != nil {
@@ -39,10 +40,17 @@ func (s *Service) Receive(ctx context.Context, d Device, cms []byte, src Source)
 		return OutboxItem{}, fmt.Errorf("%w: CMS of %d bytes", ErrInvalid, len(cms))
 	}
 	sum := sha256.Sum256(cms)
-	it, err := s.meta.PutOutbox(ctx, OutboxItem{
+	it := OutboxItem{
 		Device: d.ID, Serial: d.Serial, Kind: KindPRK, Source: src,
 		CMS: cms, CMSSHA256: hex.EncodeToString(sum[:]), ReceivedAt: s.now(),
-	})
+	}
+	// A Mac repeats its blob in every SecurityInfo until the key changes.
+	// One already recorded is safe at rest: it needs no outbox item (ID 0),
+	// which spares two writes on the most common answer.
+	if _, err := s.meta.KeyVersionByCMS(ctx, d.ID, it.CMSSHA256); err == nil {
+		return it, nil
+	}
+	it, err := s.meta.PutOutbox(ctx, it)
 	if err != nil {
 		return OutboxItem{}, fmt.Errorf("ingest: outbox: %w", err)
 	}
@@ -60,7 +68,10 @@ func (s *Service) process(ctx context.Context, d Device, it OutboxItem) (IngestR
 	if d.ID == "" {
 		d = Device{ID: it.Device, Serial: it.Serial}
 	}
-	if _, err := s.meta.KeyVersionByCMS(ctx, it.Device, it.CMSSHA256); err == nil {
+	if v, err := s.meta.KeyVersionByCMS(ctx, it.Device, it.CMSSHA256); err == nil {
+		if it.ID == 0 {
+			return IngestResult{Version: v}, nil // Receive found it: nothing to clear
+		}
 		// Seen before: just clear the outbox item.
 		v, _, err := s.meta.RecordKey(ctx, KeyRecord{
 			Device: d, Version: KeyVersion{Device: it.Device, Kind: it.Kind, CMSSHA256: it.CMSSHA256}, OutboxID: it.ID,

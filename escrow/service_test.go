@@ -184,6 +184,18 @@ func TestIngestLifecycle(t *testing.T) {
 		if err != nil || r.New || r.Version.Seq != 1 {
 			t.Fatalf("retry %+v %v", r, err)
 		}
+		// Receive (the MDM door's step before it acknowledges) keeps no
+		// outbox item for a blob already recorded: it is safe at rest.
+		it, err := e.svc.Receive(ctx, dev, blob, escrow.SourceSecurityInfo)
+		if err != nil || it.ID != 0 {
+			t.Fatalf("receive of a recorded blob: item %d, %v", it.ID, err)
+		}
+		if ob, err := e.meta.OutboxStats(ctx); err != nil || ob.Pending != 0 {
+			t.Fatalf("outbox after a recorded blob: %+v %v", ob, err)
+		}
+		if r, err = e.svc.EscrowReceived(ctx, dev, it); err != nil || r.New || r.Version.Seq != 1 {
+			t.Fatalf("escrow of a recorded blob %+v %v", r, err)
+		}
 		// A different blob of the same key: same version, now verified.
 		r, err = e.svc.Ingest(ctx, dev, cmstest.Encrypt(t, e.id.Certificate, []byte(prk1)), escrow.SourceSecurityInfo)
 		if err != nil || r.New || r.Version.Seq != 1 || r.Version.VerifiedAt.IsZero() {

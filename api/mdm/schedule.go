@@ -82,6 +82,13 @@ func (c *Capture) reschedule(ctx context.Context, id escrow.DeviceID, settled bo
 		return err
 	}
 	now := c.now()
+	if settled && j.ID != 0 && j.State == escrow.JobPending && j.Step == "answered" && j.Attempts == 0 &&
+		j.RunAt.After(now.Add(c.daily-c.daily/24)) {
+		// Settled within the last hour of a day's recheck already (a Mac
+		// answering several SecurityInfo in a row): moving the recheck
+		// by minutes is not worth a write.
+		return nil
+	}
 	if settled {
 		j.Attempts, j.RunAt = 0, now.Add(c.daily)
 	} else {
