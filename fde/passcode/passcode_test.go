@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/fvescrow/fvescrow/fde/passcode/pwpolicy"
+	"github.com/fvescrow/fvescrow/internal/testutil"
 	"github.com/fvescrow/fvescrow/internal/testutil/appleschema"
 	"github.com/fvescrow/fvescrow/internal/testutil/golden"
 )
@@ -507,10 +508,7 @@ func TestWasmBuild(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds with the go tool")
 	}
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go tool")
-	}
+	gobin := testutil.LookPath(t, "go")
 	out := filepath.Join(t.TempDir(), "x.wasm")
 	for _, pkg := range []string{".", "./icuregex", "./pwpolicy"} {
 		cmd := exec.Command(gobin, "build", "-o", out, pkg)
