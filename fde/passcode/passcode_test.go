@@ -83,7 +83,7 @@ func TestLintRules(t *testing.T) {
 		not   string // a finding line prefix that must not appear
 	}{
 		{"changeAtNextAuth in a device profile (seed 000)", "", `<key>changeAtNextAuth</key><true/>`, LintOptions{},
-			"error changeAtNextAuth: in a device profile it forces every user, admins included", ""},
+			"error changeAtNextAuth: in a device profile it forces every user, admins included, to change their password; admin authentications may fail until the admin's password is reset too; and it fires again each time the profile is redeployed. Use `fvescrow pwpolicy reset-script --user NAME` on the one host instead", ""},
 		{"changeAtNextAuth in a user profile", "User", `<key>changeAtNextAuth</key><true/>`, LintOptions{},
 			"warning changeAtNextAuth: forces this user's password change again", "error changeAtNextAuth"},
 		{"changeAtNextAuth on iOS", "", `<key>changeAtNextAuth</key><true/>`, LintOptions{Platform: IOS},
