@@ -471,3 +471,58 @@ func TestQuoteString(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+// TestTimeKeywordsAndHistory: the current day of week (1 = Sunday, as
+// NSCalendar) and time of day (HHMM) come from Input.Now; password history
+// needs the hashes on the Mac, so a history policy is never guessed.
+func TestTimeKeywordsAndHistory(t *testing.T) {
+	t.Parallel()
+	ps, _, err := Parse([]byte(`<?xml version="1.0" encoding="UTF-8"?>
+<plist version="1.0"><dict>
+<key>policyCategoryAuthentication</key><array>
+ <dict><key>policyIdentifier</key><string>office hours</string>
+  <key>policyContent</key><string>policyAttributeCurrentDayOfWeek &gt;= 2 AND policyAttributeCurrentDayOfWeek &lt;= 6 AND policyAttributeCurrentTimeOfDay &gt;= 800 AND policyAttributeCurrentTimeOfDay &lt; 1830</string></dict>
+</array>
+<key>policyCategoryPasswordContent</key><array>
+ <dict><key>policyIdentifier</key><string>history</string>
+  <key>policyParameters</key><dict><key>policyAttributePasswordHistoryDepth</key><integer>5</integer></dict>
+  <key>policyContent</key><string>NONE policyAttributePasswordHashes IN policyAttributePasswordHistory</string></dict>
+</array>
+</dict></plist>`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	outcome := func(now time.Time, id string) Outcome {
+		t.Helper()
+		rs, err := ps.Check(Input{Password: "correct horse", Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			if r.Identifier == id {
+				return r.Outcome
+			}
+		}
+		t.Fatalf("no result for %q", id)
+		return 0
+	}
+	for _, tc := range []struct {
+		now  time.Time
+		want Outcome
+	}{
+		{time.Date(2026, 11, 23, 9, 15, 0, 0, time.UTC), Pass},  // Monday 09:15
+		{time.Date(2026, 11, 27, 18, 29, 0, 0, time.UTC), Pass}, // Friday 18:29
+		{time.Date(2026, 11, 27, 18, 30, 0, 0, time.UTC), Fail}, // Friday 18:30
+		{time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC), Fail},  // Sunday
+		{time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC), Fail},  // Saturday
+		{time.Date(2026, 11, 24, 7, 59, 0, 0, time.UTC), Fail},  // Tuesday 07:59
+		{time.Time{}, NotEvaluated},                             // no clock
+	} {
+		if got := outcome(tc.now, "office hours"); got != tc.want {
+			t.Errorf("%s: office hours %v, want %v", tc.now.Format(time.RFC1123), got, tc.want)
+		}
+	}
+	if got := outcome(time.Now(), "history"); got != NotEvaluated {
+		t.Errorf("history policy %v, want not evaluated (the old hashes are on the Mac)", got)
+	}
+}
