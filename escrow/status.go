@@ -42,6 +42,11 @@ const (
 	AttrSecurityInfoError = "securityinfo_error"
 	AttrTokenHolders      = "securetoken_holders"
 	AttrUserListAt        = "userlist_at"
+	// AttrKeyProvenAt is when the device last reported (SecurityInfo) a
+	// blob of its current escrowed key since it enrolled: proof that it is
+	// the Mac the key belongs to, which a rotation needs before it hands
+	// the key out. Authenticate clears it.
+	AttrKeyProvenAt = "key_proven_at"
 )
 
 // SecurityInfoAttrs are the device attributes a SecurityInfo answer sets.

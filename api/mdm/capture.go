@@ -192,7 +192,8 @@ func (c *Capture) AuthenticateAt(ctx context.Context, id escrow.DeviceID, raw []
 		ID: id, UDID: info.UDID, Serial: info.SerialNumber, Hostname: info.DeviceName,
 		Model: strings.TrimSpace(info.Model + " " + info.ModelName), OSVersion: strings.TrimSpace(info.OSVersion + " " + info.BuildVersion),
 		Platform: platformOf(info.ProductName, info.Model),
-		Attrs:    map[string]string{escrow.AttrEnrollmentState: "authenticated"},
+		// A new identity has proven nothing yet (see AttrKeyProvenAt).
+		Attrs: map[string]string{escrow.AttrEnrollmentState: "authenticated", escrow.AttrKeyProvenAt: ""},
 	}
 	if !at.IsZero() {
 		if cur, err := c.devices.Device(ctx, id); err == nil {
@@ -434,6 +435,9 @@ func (c *Capture) securityInfo(ctx context.Context, id escrow.DeviceID, cmd escr
 			default:
 				attrs[escrow.AttrEscrowStatus], attrs[escrow.AttrEscrowError] = string(escrow.EscrowEscrowed), ""
 				settled = true
+				if r.Version.Current() {
+					attrs[escrow.AttrKeyProvenAt] = c.now().UTC().Format(time.RFC3339Nano)
+				}
 			}
 		} else {
 			vs, err := c.keys.KeyVersions(ctx, id, escrow.KindPRK)

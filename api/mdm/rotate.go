@@ -100,6 +100,7 @@ const (
 	dataLastError   = "last_error" // the last ErrorChain (kept after a retry succeeds)
 	dataUnlockSeq   = "unlock_version"
 	dataReplacedNow = "replaced_before_rotation"
+	dataProofAsks   = "proof_asks" // SecurityInfo sent to get the key proven (AttrKeyProvenAt)
 )
 
 // quietEnqueuer queues without pushing and pushes many devices at once,
@@ -200,6 +201,40 @@ func (c *Capture) runRotation(ctx context.Context, j escrow.Job) (bool, error) {
 	return false, c.endRotation(ctx, j, escrow.JobFailed, "unknown step "+strconv.Quote(j.Step))
 }
 
+// proofAsks is how many SecurityInfo a rotation sends, a quarter of an hour
+// apart, to get the key proven before it gives up.
+const proofAsks = 3
+
+// awaitProof holds a rotation whose device has not reported its current key
+// since it enrolled. RotateFileVaultKey carries the key in clear, and a
+// new device identity under a known enrollment ID (a re-enrollment, or a
+// fake device enrolled with a leaked profile) has proven nothing: only the
+// Mac itself can report a blob of the key fvescrow holds. It asks for
+// SecurityInfo and looks again later; after proofAsks it fails, visibly.
+func (c *Capture) awaitProof(ctx context.Context, j escrow.Job) (bool, error) {
+	asks, _ := strconv.Atoi(j.Data[dataProofAsks])
+	if asks >= proofAsks {
+		return false, c.endRotation(ctx, j, escrow.JobFailed,
+			"the device has not reported the escrowed key since it enrolled, so it may not be the Mac the key belongs to; the key was not sent")
+	}
+	next := j
+	next.Data = maps.Clone(j.Data)
+	next.Data[dataProofAsks] = strconv.Itoa(asks + 1)
+	next.State, next.RunAt = escrow.JobPending, c.now().Add(15*time.Minute)
+	next.Error = "waiting for the device to report its escrowed key (SecurityInfo) since it enrolled"
+	if err := c.store.UpdateJob(ctx, next); err != nil {
+		return false, err
+	}
+	cmd, err := fde.NewSecurityInfo()
+	if err != nil {
+		return false, err
+	}
+	if err := c.sendQuiet(ctx, j.Device, cmd, PurposeEscrowCheck, 0); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // startRotation queues RotateFileVaultKey (the reference form).
 func (c *Capture) startRotation(ctx context.Context, j escrow.Job, d escrow.Device) (bool, error) {
 	if d.Attrs[escrow.AttrEnrollmentState] == "checked-out" {
@@ -213,6 +248,9 @@ func (c *Capture) startRotation(ctx context.Context, j escrow.Job, d escrow.Devi
 		return false, c.endRotation(ctx, j, escrow.JobFailed, "no escrowed key to unlock the rotation with")
 	} else if err != nil {
 		return false, err
+	}
+	if d.Attrs[escrow.AttrKeyProvenAt] == "" {
+		return c.awaitProof(ctx, j)
 	}
 	if j.Ref != 0 && cur.ID != j.Ref && cur.DisclosedAt.IsZero() && j.Data[escrow.RotationDataTrigger] != escrow.TriggerManual &&
 		j.Data[escrow.RotationDataTrigger] != escrow.TriggerCampaign {
@@ -566,6 +604,21 @@ func (c *Capture) deliver(ctx context.Context, id escrow.DeviceID, uuid string) 
 	if c.rot == nil || c.rot.Keys == nil {
 		return nil, nil
 	}
+	// The key goes only to a device that proved it holds it, for the
+	// command of a rotation still open: a cancelled rotation's command may
+	// still sit in the MDM queue.
+	rc, err := c.store.Command(ctx, id, uuid)
+	if err != nil {
+		return nil, err
+	}
+	j, open := c.rotationJob(ctx, rc)
+	if d, err := c.devices.Device(ctx, id); err != nil {
+		return nil, err
+	} else if !open || d.Attrs[escrow.AttrKeyProvenAt] == "" {
+		c.log.WarnContext(ctx, "RotateFileVaultKey handed out without the key: its rotation is not open or the device has not proven it holds the key",
+			"device", id, "command_uuid", uuid, "rotation_open", open)
+		return nil, nil
+	}
 	cmd, err := c.rot.Keys.RotationCommand(ctx, id, uuid)
 	if errors.Is(err, escrow.ErrUnavailable) {
 		return nil, err
@@ -573,12 +626,10 @@ func (c *Capture) deliver(ctx context.Context, id escrow.DeviceID, uuid string) 
 		c.log.ErrorContext(ctx, "cannot put the key into RotateFileVaultKey; the device gets the reference", "device", id, "command_uuid", uuid, "err", err)
 		return nil, nil
 	}
-	if rc, err := c.store.Command(ctx, id, uuid); err == nil {
-		if j, ok := c.rotationJob(ctx, rc); ok && j.Step == escrow.RotationQueued {
-			j.Step = escrow.RotationSent
-			if err := c.store.UpdateJob(ctx, j); err != nil {
-				c.log.WarnContext(ctx, "recording a sent rotation", "device", id, "err", err)
-			}
+	if j.Step == escrow.RotationQueued {
+		j.Step = escrow.RotationSent
+		if err := c.store.UpdateJob(ctx, j); err != nil {
+			c.log.WarnContext(ctx, "recording a sent rotation", "device", id, "err", err)
 		}
 	}
 	return cmd.Plist, nil
