@@ -215,3 +215,28 @@ func (s *Service) Token(ctx context.Context, actor Actor, id DeviceID, kind Secr
 	}
 	return tok, nil
 }
+
+// WithdrawToken withdraws a device's current token of a kind, as the device
+// asked (a SetBootstrapToken without a token: Apple's check-in schema says the
+// bootstrap token is then to be removed). The version is superseded with no
+// successor and audited as token.withdrawn, in one transaction, so Token finds
+// nothing until the device sends a token again; nothing is deleted, the
+// version and its secret are kept. With no current token it does nothing (no
+// audit record) and reports false.
+func (s *Service) WithdrawToken(ctx context.Context, actor Actor, id DeviceID, kind SecretKind) (bool, error) {
+	if kind != KindBootstrapToken && kind != KindUnlockToken {
+		return false, fmt.Errorf("%w: %s is not a token kind", ErrInvalid, kind)
+	}
+	if err := id.Validate(); err != nil {
+		return false, err
+	}
+	v, withdrawn, err := s.meta.WithdrawKey(ctx, id, kind, Event{Time: s.now(), Actor: actor, Action: ActionTokenWithdrawn, Device: id,
+		Detail: map[string]string{"kind": string(kind)}})
+	if err != nil {
+		return false, fmt.Errorf("withdraw %s of %s: %w", kind, id, err)
+	}
+	if withdrawn {
+		s.log.Info("token withdrawn", "device", id, "kind", kind, "actor", actor.String(), "version", v.Seq)
+	}
+	return withdrawn, nil
+}

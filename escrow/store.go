@@ -71,6 +71,13 @@ type KeyStore interface {
 	// RecordReveal marks a version disclosed (first time only) and appends e,
 	// atomically, returning the audit record.
 	RecordReveal(ctx context.Context, versionID int64, e Event) (AuditRecord, error)
+	// WithdrawKey supersedes the device's current version of kind with no
+	// successor and appends e, atomically: afterwards the device has no
+	// current version of kind until a new one is recorded. The version (and
+	// its secret) stays. e's Detail gains the withdrawn version's "version"
+	// (Seq) and "secret_version". With no current version it changes
+	// nothing, appends nothing and returns false.
+	WithdrawKey(ctx context.Context, id DeviceID, kind SecretKind, e Event) (v KeyVersion, withdrawn bool, err error)
 }
 
 // OutboxStore keeps received blobs until they are escrowed.

@@ -315,11 +315,25 @@ func (c *Capture) CheckOut(ctx context.Context, id escrow.DeviceID) error {
 	return c.rotationCheckedOut(ctx, id)
 }
 
-// SetBootstrapToken escrows a bootstrap token. An empty token (macOS asks to
-// remove it) removes nothing: fvescrow keeps every version.
+// SetBootstrapToken escrows a bootstrap token. A missing or empty token is
+// the Mac asking for its bootstrap token to be removed (Apple's check-in
+// schema): the escrowed token is withdrawn, so GetBootstrapToken serves
+// nothing until the Mac sets a new one. Nothing is deleted: the withdrawn
+// version and its secret are kept, and the withdrawal is audited.
 func (c *Capture) SetBootstrapToken(ctx context.Context, id escrow.DeviceID, tok []byte) error {
 	if len(tok) == 0 {
-		c.log.InfoContext(ctx, "device asked to remove its bootstrap token; escrowed versions are kept", "device", id)
+		// *escrow.Service, what Capture is always given, can withdraw.
+		w, ok := c.tokens.(interface {
+			WithdrawToken(ctx context.Context, actor escrow.Actor, id escrow.DeviceID, kind escrow.SecretKind) (bool, error)
+		})
+		if !ok {
+			return fmt.Errorf("capture: withdraw bootstrap token of %s: %w: the token store cannot withdraw", id, errors.ErrUnsupported)
+		}
+		withdrawn, err := w.WithdrawToken(ctx, deviceActor(id), id, escrow.KindBootstrapToken)
+		if err != nil {
+			return fmt.Errorf("capture: withdraw bootstrap token of %s: %w", id, err)
+		}
+		c.log.InfoContext(ctx, "device asked to remove its bootstrap token; withdrawn, versions kept", "device", id, "withdrawn", withdrawn)
 		return nil
 	}
 	d, _ := c.devices.Device(ctx, id)
@@ -331,7 +345,8 @@ func (c *Capture) SetBootstrapToken(ctx context.Context, id escrow.DeviceID, tok
 }
 
 // GetBootstrapToken serves the escrowed bootstrap token back to the device
-// (nil when none is escrowed).
+// (nil when none is escrowed, or the Mac withdrew it with an empty
+// SetBootstrapToken).
 func (c *Capture) GetBootstrapToken(ctx context.Context, id escrow.DeviceID) ([]byte, error) {
 	tok, err := c.tokens.Token(ctx, deviceActor(id), id, escrow.KindBootstrapToken)
 	if errors.Is(err, escrow.ErrNotFound) {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/fvescrow/fvescrow/escrow"
@@ -216,4 +217,62 @@ func (s *Store) RecordReveal(ctx context.Context, versionID int64, e escrow.Even
 		return err
 	})
 	return rec, wrap(fmt.Sprintf("record reveal of key version %d", versionID), err)
+}
+
+// WithdrawKey supersedes the device's current version of kind, with no
+// successor, and appends e (naming the version), in one transaction; see
+// escrow.KeyStore. Nothing current: no change, no audit record.
+func (s *Store) WithdrawKey(ctx context.Context, id escrow.DeviceID, kind escrow.SecretKind, e escrow.Event) (escrow.KeyVersion, bool, error) {
+	op := fmt.Sprintf("withdraw %s of %s", kind, id)
+	if id == "" || kind == "" {
+		return escrow.KeyVersion{}, false, fmt.Errorf("sqlstore: %s: %w: a device and a kind are needed", op, escrow.ErrInvalid)
+	}
+	var (
+		v         escrow.KeyVersion
+		withdrawn bool
+	)
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		v, withdrawn = escrow.KeyVersion{}, false // a retried transaction starts over
+		// Lock the device's row on PostgreSQL, as RecordKey does by
+		// upserting it: a withdrawal and a new version of the same device
+		// run one at a time. An unknown device has nothing to withdraw.
+		var locked string
+		err := tx.QueryRowContext(ctx, s.q(`SELECT id FROM devices WHERE id = ?`+s.dialect.forUpdate()), id).Scan(&locked)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		cur, err := scanVersion(tx.QueryRowContext(ctx, s.q(`SELECT `+versionCols+` FROM key_versions
+			WHERE device = ? AND kind = ? AND status = ? AND superseded_at IS NULL ORDER BY seq DESC LIMIT 1`),
+			id, kind, escrow.StatusEscrowed))
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		at := escrow.AuditTime(s.orNow(e.Time))
+		if _, err := tx.ExecContext(ctx, s.q(`UPDATE key_versions SET superseded_at = ?
+			WHERE device = ? AND kind = ? AND status = ? AND superseded_at IS NULL`),
+			micros(at), id, kind, escrow.StatusEscrowed); err != nil {
+			return err
+		}
+		ev := e
+		ev.Time = at // the record and the version say the same time
+		ev.Detail = maps.Clone(e.Detail)
+		if ev.Detail == nil {
+			ev.Detail = map[string]string{}
+		}
+		ev.Detail["version"], ev.Detail["secret_version"] = fmt.Sprint(cur.Seq), fmt.Sprint(cur.SecretVersion)
+		if _, err := s.appendAudit(ctx, tx, ev); err != nil {
+			return err
+		}
+		cur.SupersededAt = at
+		v, withdrawn = cur, true
+		return nil
+	})
+	if err != nil {
+		return escrow.KeyVersion{}, false, wrap(op, err)
+	}
+	return v, withdrawn, nil
 }

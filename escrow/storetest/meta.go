@@ -25,6 +25,7 @@ func RunMetaStore(t *testing.T, newStore func(t *testing.T) escrow.MetaStore) {
 	t.Run("concurrent same CMS", func(t *testing.T) { testConcurrentSameCMS(t, newStore(t)) })
 	t.Run("concurrent distinct CMS", func(t *testing.T) { testConcurrentDistinct(t, newStore(t)) })
 	t.Run("reveal", func(t *testing.T) { testReveal(t, newStore(t)) })
+	t.Run("withdraw key", func(t *testing.T) { testWithdrawKey(t, newStore(t)) })
 	t.Run("audit chain", func(t *testing.T) { testAudit(t, newStore(t)) })
 	t.Run("audit concurrency", func(t *testing.T) { testAuditConcurrent(t, newStore(t)) })
 	t.Run("escrow certs and settings", func(t *testing.T) { testCertsSettings(t, newStore(t)) })
