@@ -2,9 +2,12 @@ package auth
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fvescrow/fvescrow/escrow"
@@ -45,12 +48,58 @@ type LocalAccounts struct {
 	maxFailures int
 	lockFor     time.Duration
 	dummyHash   string
+
+	// steps remembers the last TOTP time step that signed each user in, so
+	// that a code is accepted once (RFC 6238 §5.2); stepMu makes the check
+	// and the record one step for concurrent sign-ins of this process.
+	steps  totpSteps
+	stepMu sync.Mutex
+}
+
+// totpSteps keeps small named values: the metadata store's settings (one
+// row per TOTP user, replaced at each sign-in).
+type totpSteps interface {
+	Setting(ctx context.Context, name string) ([]byte, error)
+	PutSetting(ctx context.Context, name string, value []byte) error
+}
+
+// memorySteps keeps the last steps in memory, for a user store without
+// settings (none of fvescrow's own).
+type memorySteps struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+func (m *memorySteps) Setting(_ context.Context, name string) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.m[name]
+	if !ok {
+		return nil, escrow.ErrNotFound
+	}
+	return v, nil
+}
+
+func (m *memorySteps) PutSetting(_ context.Context, name string, value []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.m[name] = value
+	return nil
 }
 
 // NewLocalAccounts returns the local account service.
 func NewLocalAccounts(users escrow.UserStore, sessions escrow.SessionStore, secrets Secrets, audit Auditor) *LocalAccounts {
 	dummy, _ := HashPassword("not a password of anyone")
-	return &LocalAccounts{users: users, sessions: sessions, secrets: secrets, audit: audit, now: time.Now, maxFailures: 5, lockFor: 15 * time.Minute, dummyHash: dummy}
+	l := &LocalAccounts{users: users, sessions: sessions, secrets: secrets, audit: audit, now: time.Now, maxFailures: 5, lockFor: 15 * time.Minute, dummyHash: dummy}
+	// The users' own store keeps the last steps where it can (the SQL
+	// store's settings), so that a restart or another replica does not
+	// accept a used code again.
+	if st, ok := users.(totpSteps); ok {
+		l.steps = st
+	} else {
+		l.steps = &memorySteps{m: map[string][]byte{}}
+	}
+	return l
 }
 
 // WithClock sets the clock (tests).
@@ -91,8 +140,13 @@ func (l *LocalAccounts) Verify(ctx context.Context, username, password, code, ne
 	if err != nil {
 		return escrow.User{}, err
 	}
+	replayed := false
 	if ok && u.TOTPEnabled {
-		ok, err = l.checkTOTP(ctx, u, code, now)
+		// The code is used up only by a sign-in that succeeds: not by the
+		// answer asking for a new password first (the CLI and the web form
+		// send the same code again with the new password).
+		use := !u.MustChangePassword || (newPassword != "" && CheckNewPassword(newPassword) == nil)
+		ok, replayed, err = l.checkTOTP(ctx, u, code, now, use)
 		if err != nil {
 			return escrow.User{}, err
 		}
@@ -100,6 +154,9 @@ func (l *LocalAccounts) Verify(ctx context.Context, username, password, code, ne
 	if !ok {
 		u.FailedLogins++
 		why := "bad password or code"
+		if replayed {
+			why = "TOTP code already used"
+		}
 		if u.FailedLogins >= l.maxFailures {
 			u.LockedUntil, u.FailedLogins, why = now.Add(l.lockFor), 0, "bad password or code; account locked"
 		}
@@ -129,17 +186,78 @@ func totpRef(userID string) escrow.SecretRef {
 	return escrow.SecretRef{Kind: escrow.KindTOTP, Owner: userID}
 }
 
-func (l *LocalAccounts) checkTOTP(ctx context.Context, u escrow.User, code string, now time.Time) (bool, error) {
+// TOTP parameters: RFC 6238 defaults, one step of clock skew either way.
+const (
+	totpPeriod = 30
+	totpSkew   = 1
+)
+
+func totpStepName(userID string) string { return "totp-last-step/" + userID }
+
+// lastTOTPStep is the time step of the last code that signed userID in (0:
+// none yet).
+func (l *LocalAccounts) lastTOTPStep(ctx context.Context, userID string) (int64, error) {
+	v, err := l.steps.Setting(ctx, totpStepName(userID))
+	if errors.Is(err, escrow.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseInt(string(v), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("last TOTP step of %s: %w", userID, err)
+	}
+	return n, nil
+}
+
+// checkTOTP reports whether code is u's code for a time step within the
+// skew of now that is later than the last one that signed u in: a code is
+// good once (RFC 6238 §5.2), and so is no older code once a newer one was
+// used. replayed is a code that was good but is used up. With use, the
+// step of an accepted code is recorded as the last one.
+//
+// Concurrent sign-ins through this process are serialised; sign-ins racing
+// through two replicas within the same instant are not (the settings have
+// no compare-and-swap), but a replay after either has answered is refused.
+func (l *LocalAccounts) checkTOTP(ctx context.Context, u escrow.User, code string, now time.Time, use bool) (ok, replayed bool, err error) {
 	code = strings.TrimSpace(code)
 	if len(code) != 6 {
-		return false, nil
+		return false, false, nil
 	}
 	secret, _, err := l.secrets.Get(ctx, totpRef(u.ID), 0)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	defer clear(secret)
-	return totp.ValidateCustom(code, string(secret), now, totp.ValidateOpts{Period: 30, Skew: 1, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	l.stepMu.Lock()
+	defer l.stepMu.Unlock()
+	last, err := l.lastTOTPStep(ctx, u.ID)
+	if err != nil {
+		return false, false, err
+	}
+	opts := totp.ValidateOpts{Period: totpPeriod, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
+	cur := now.Unix() / totpPeriod
+	for step := cur - totpSkew; step <= cur+totpSkew; step++ {
+		want, err := totp.GenerateCodeCustom(string(secret), time.Unix(step*totpPeriod, 0).UTC(), opts)
+		if err != nil {
+			return false, false, err
+		}
+		if subtle.ConstantTimeCompare([]byte(want), []byte(code)) != 1 {
+			continue
+		}
+		if step <= last {
+			replayed = true
+			continue // the same code may stand for a later step too
+		}
+		if use {
+			if err := l.steps.PutSetting(ctx, totpStepName(u.ID), []byte(strconv.FormatInt(step, 10))); err != nil {
+				return false, false, err
+			}
+		}
+		return true, false, nil
+	}
+	return false, replayed, nil
 }
 
 func (l *LocalAccounts) setPassword(ctx context.Context, u *escrow.User, password string) error {
