@@ -18,9 +18,12 @@ const (
 	ActionKeyRevealed      = "key.revealed"
 	ActionTokenEscrowed    = "token.escrowed"
 	ActionTokenServed      = "token.served"
-	ActionDeviceRetired    = "device.retired"
-	ActionEscrowCertAdded  = "escrow-cert.added"
-	ActionExportCreated    = "export.created"
+	// A token withdrawn at the device's request (SetBootstrapToken without
+	// a token): its version is superseded with no successor, and kept.
+	ActionTokenWithdrawn  = "token.withdrawn"
+	ActionDeviceRetired   = "device.retired"
+	ActionEscrowCertAdded = "escrow-cert.added"
+	ActionExportCreated   = "export.created"
 )
 
 // Event is something that happened, as the audit log records it. It never

@@ -205,8 +205,3 @@ const (
 // KindTOTP holds a local user's TOTP secret.
 const KindTOTP SecretKind = "totp"
 
-// ActionTokenWithdrawn is the audit action of a token withdrawn at the
-// device's request (a SetBootstrapToken without a token): its version is
-// superseded with no successor and kept. The other audit actions are in
-// audit.go.
-const ActionTokenWithdrawn = "token.withdrawn"

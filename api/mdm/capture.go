@@ -34,6 +34,7 @@ type Keys interface {
 type Tokens interface {
 	PutToken(ctx context.Context, d escrow.Device, kind escrow.SecretKind, token []byte, src escrow.Source) (escrow.IngestResult, error)
 	Token(ctx context.Context, actor escrow.Actor, id escrow.DeviceID, kind escrow.SecretKind) ([]byte, error)
+	WithdrawToken(ctx context.Context, actor escrow.Actor, id escrow.DeviceID, kind escrow.SecretKind) (bool, error)
 }
 
 // Devices records what Capture learns about devices.
@@ -322,14 +323,7 @@ func (c *Capture) CheckOut(ctx context.Context, id escrow.DeviceID) error {
 // version and its secret are kept, and the withdrawal is audited.
 func (c *Capture) SetBootstrapToken(ctx context.Context, id escrow.DeviceID, tok []byte) error {
 	if len(tok) == 0 {
-		// *escrow.Service, what Capture is always given, can withdraw.
-		w, ok := c.tokens.(interface {
-			WithdrawToken(ctx context.Context, actor escrow.Actor, id escrow.DeviceID, kind escrow.SecretKind) (bool, error)
-		})
-		if !ok {
-			return fmt.Errorf("capture: withdraw bootstrap token of %s: %w: the token store cannot withdraw", id, errors.ErrUnsupported)
-		}
-		withdrawn, err := w.WithdrawToken(ctx, deviceActor(id), id, escrow.KindBootstrapToken)
+		withdrawn, err := c.tokens.WithdrawToken(ctx, deviceActor(id), id, escrow.KindBootstrapToken)
 		if err != nil {
 			return fmt.Errorf("capture: withdraw bootstrap token of %s: %w", id, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -148,7 +149,10 @@ func newExportVerifyCmd() *cobra.Command {
 			}
 			defer f.Close()
 			r, err := age.Decrypt(f, ids...)
-			if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				// age says "failed to read line: EOF" for a cut header.
+				return negative(fmt.Errorf("%s is truncated or damaged (its age header is incomplete): %w", args[0], err))
+			} else if err != nil {
 				return negative(fmt.Errorf("decrypt %s: %w", args[0], err))
 			}
 			sum, err := checkExport(bufio.NewScanner(r))
