@@ -3,6 +3,7 @@ package fde_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/fvescrow/fvescrow/fde"
@@ -56,7 +57,13 @@ func FuzzParseEnvelope(f *testing.F) {
 	})
 }
 
+// prkSeeds are recovery keys as people and devices really write them; the
+// file name says what the normaliser must make of each: ok-* normalises to
+// testPRK, warn-* is kept with a warning, err-* is rejected.
+const prkSeeds = "testdata/prk/*.txt"
+
 func FuzzNormalizeRecoveryKey(f *testing.F) {
+	addFiles(f, prkSeeds)
 	for _, s := range []string{testPRK, "abcd efgh jklm npqr stuv wxy2", "ABCD", "", "\x00", "ÄBCD-EFGH-JKLM-NPQR-STUV-WXY2"} {
 		f.Add([]byte(s))
 	}
@@ -77,6 +84,48 @@ func FuzzNormalizeRecoveryKey(f *testing.F) {
 			t.Fatal("canonical key of wrong shape")
 		}
 	})
+}
+
+// TestRecoveryKeySeeds holds each seed of FuzzNormalizeRecoveryKey to the
+// outcome its name promises, so the corpus keeps covering every branch.
+func TestRecoveryKeySeeds(t *testing.T) {
+	t.Parallel()
+	files, err := filepath.Glob(prkSeeds)
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no seeds for %s", prkSeeds)
+	}
+	kinds := map[string]int{}
+	for _, p := range files {
+		name := filepath.Base(p)
+		kind, _, _ := strings.Cut(name, "-")
+		kinds[kind]++
+		t.Run(name, func(t *testing.T) {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k, err := fde.ParseRecoveryKey(b)
+			switch kind {
+			case "ok":
+				if err != nil || !k.Canonical() || k.Expose() != testPRK {
+					t.Errorf("got %q canonical=%v err=%v, want %s", k.Expose(), k.Canonical(), err, testPRK)
+				}
+			case "warn":
+				if err != nil || k.IsZero() || k.Canonical() || k.Warning() == "" {
+					t.Errorf("got %q canonical=%v warning=%q err=%v, want the key kept with a warning", k.Expose(), k.Canonical(), k.Warning(), err)
+				}
+			case "err":
+				if err == nil || !k.IsZero() {
+					t.Errorf("got %q err=%v, want a rejection", k.Expose(), err)
+				}
+			default:
+				t.Errorf("seed name %s does not start with ok-, warn- or err-", name)
+			}
+		})
+	}
+	if kinds["ok"] == 0 || kinds["warn"] == 0 || kinds["err"] == 0 {
+		t.Errorf("seed kinds %v: want some of each", kinds)
+	}
 }
 
 func fuzzParser[T any](f *testing.F, parse func([]byte) (*T, error)) {

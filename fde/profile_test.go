@@ -3,6 +3,7 @@ package fde_test
 import (
 	"bytes"
 	"crypto/x509"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/fvescrow/fvescrow/internal/testutil/appleschema"
 	"github.com/fvescrow/fvescrow/internal/testutil/cmstest"
 	"github.com/fvescrow/fvescrow/internal/testutil/golden"
+	"github.com/micromdm/plist"
 )
 
 func fixtureCert(t testing.TB) *x509.Certificate {
@@ -127,16 +129,96 @@ func refOf(t *testing.T, b []byte) string {
 	return string(rest[s:e])
 }
 
+// payloadIDs is what a written profile says about itself: the profile's own
+// identifier and UUID and those of every nested payload, plus the escrow
+// payload's reference to the certificate payload.
+type payloadIDs struct {
+	PayloadIdentifier string
+	PayloadUUID       string
+	PayloadContent    []struct {
+		PayloadType            string
+		PayloadIdentifier      string
+		PayloadUUID            string
+		EncryptCertPayloadUUID string
+	}
+}
+
+func readPayloadIDs(t *testing.T, p *fde.Profile) payloadIDs {
+	t.Helper()
+	b, err := p.XML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids payloadIDs
+	if err := plist.Unmarshal(b, &ids); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// TestFileVaultProfileFreshUUIDs: every UUID, the profile's and each nested
+// payload's, is new on each generation and distinct within a profile, while
+// every PayloadIdentifier stays the same so a re-sent profile replaces the
+// installed one.
 func TestFileVaultProfileFreshUUIDs(t *testing.T) {
 	t.Parallel()
 	cert := fixtureCert(t)
-	a, _ := fde.NewFileVaultProfile(fde.FileVaultOptions{Location: "IT", EscrowCertificate: cert})
-	b, _ := fde.NewFileVaultProfile(fde.FileVaultOptions{Location: "IT", EscrowCertificate: cert})
-	if a.PayloadUUID == b.PayloadUUID {
-		t.Error("two profiles share a UUID")
+	gen := func() payloadIDs {
+		p, err := fde.NewFileVaultProfile(fde.FileVaultOptions{Location: "IT", EscrowCertificate: cert, DontAllowFDEDisable: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return readPayloadIDs(t, p)
 	}
-	if a.PayloadIdentifier != b.PayloadIdentifier || a.PayloadIdentifier != fde.DefaultFileVaultIdentifier {
-		t.Error("identifier is not stable")
+	a, b := gen(), gen()
+	wantTypes := []string{fde.PayloadTypeFileVault2, fde.PayloadTypeEscrow, fde.PayloadTypePKCS1, fde.PayloadTypeMCX}
+	seen := map[string]string{} // UUID -> where it was seen
+	for gi, g := range []payloadIDs{a, b} {
+		if g.PayloadIdentifier != fde.DefaultFileVaultIdentifier {
+			t.Errorf("profile %d identifier %q, want %q", gi, g.PayloadIdentifier, fde.DefaultFileVaultIdentifier)
+		}
+		if len(g.PayloadContent) != len(wantTypes) {
+			t.Fatalf("profile %d has %d payloads, want %d (%v)", gi, len(g.PayloadContent), len(wantTypes), wantTypes)
+		}
+		uuids := []string{g.PayloadUUID}
+		var certUUID, escrowRef string
+		for i, pl := range g.PayloadContent {
+			if pl.PayloadType != wantTypes[i] {
+				t.Errorf("profile %d payload %d type %q, want %q", gi, i, pl.PayloadType, wantTypes[i])
+			}
+			if !strings.HasPrefix(pl.PayloadIdentifier, fde.DefaultFileVaultIdentifier+".") {
+				t.Errorf("payload %s identifier %q not under the profile's", pl.PayloadType, pl.PayloadIdentifier)
+			}
+			uuids = append(uuids, pl.PayloadUUID)
+			switch pl.PayloadType {
+			case fde.PayloadTypePKCS1:
+				certUUID = pl.PayloadUUID
+			case fde.PayloadTypeEscrow:
+				escrowRef = pl.EncryptCertPayloadUUID
+			}
+		}
+		if certUUID == "" || escrowRef != certUUID {
+			t.Errorf("profile %d: EncryptCertPayloadUUID %q does not name this profile's pkcs1 payload %q", gi, escrowRef, certUUID)
+		}
+		for i, u := range uuids {
+			where := fmt.Sprintf("profile %d UUID %d", gi, i)
+			if len(u) != 36 {
+				t.Errorf("%s: %q is not a UUID", where, u)
+			}
+			if prev, dup := seen[u]; dup {
+				t.Errorf("%s repeats %s: %s", where, prev, u)
+			}
+			seen[u] = where
+		}
+	}
+	// Identifiers are stable across generations, payload by payload.
+	for i := range a.PayloadContent {
+		if a.PayloadContent[i].PayloadIdentifier != b.PayloadContent[i].PayloadIdentifier {
+			t.Errorf("payload %s identifier changed: %q then %q", a.PayloadContent[i].PayloadType, a.PayloadContent[i].PayloadIdentifier, b.PayloadContent[i].PayloadIdentifier)
+		}
+	}
+	if len(seen) != 2*(1+len(wantTypes)) {
+		t.Errorf("%d distinct UUIDs, want %d", len(seen), 2*(1+len(wantTypes)))
 	}
 }
 

@@ -145,6 +145,45 @@ func TestParseRotateResult(t *testing.T) {
 	}
 }
 
+// TestParseInstallProfileResult: an InstallProfile answer carries only the
+// common fields; on failure macOS sends an ErrorChain from the outer
+// MCInstallationErrorDomain error down to the underlying cause.
+func TestParseInstallProfileResult(t *testing.T) {
+	t.Parallel()
+	ack, err := fde.ParseResult(readResult(t, "installprofile-acknowledged.plist"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.Status != fde.StatusAcknowledged || ack.CommandUUID != "3B9F2C4D-5E6A-4B7C-8D9E-0F1A2B3C4D5E" ||
+		ack.UDID != "564D9E39-1A2B-4C3D-8E9F-0A1B2C3D4E5F" || len(ack.ErrorChain) != 0 || len(ack.Warnings) != 0 {
+		t.Errorf("acknowledged: %+v", ack)
+	}
+
+	res, err := fde.ParseResult(readResult(t, "installprofile-error.plist"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != fde.StatusError || res.CommandUUID != "7C1D2E3F-4A5B-4C6D-9E8F-1A2B3C4D5E6F" || res.UDID != "564D9E39-1A2B-4C3D-8E9F-0A1B2C3D4E5F" {
+		t.Errorf("error envelope: status %q command %q udid %q", res.Status, res.CommandUUID, res.UDID)
+	}
+	want := []fde.ErrorChainItem{
+		{ErrorCode: 4001, ErrorDomain: "MCInstallationErrorDomain", LocalizedDescription: "Profile Installation Failed", USEnglishDescription: "Profile Installation Failed"},
+		{ErrorCode: 1009, ErrorDomain: "MCProfileErrorDomain", LocalizedDescription: "Le profil « FileVault » n’a pas pu être installé.", USEnglishDescription: "The profile “FileVault” could not be installed."},
+	}
+	if len(res.ErrorChain) != len(want) {
+		t.Fatalf("error chain %+v, want %d items", res.ErrorChain, len(want))
+	}
+	for i := range want {
+		if res.ErrorChain[i] != want[i] {
+			t.Errorf("error chain item %d: got %+v, want %+v", i, res.ErrorChain[i], want[i])
+		}
+	}
+	// NotOnConsole is a key this parser does not know: ignored, no warning.
+	if len(res.Warnings) != 0 {
+		t.Errorf("warnings %v", res.Warnings)
+	}
+}
+
 func TestParseRejectsNonPlist(t *testing.T) {
 	t.Parallel()
 	deep := strings.Repeat("<array>", 100) + strings.Repeat("</array>", 100)
