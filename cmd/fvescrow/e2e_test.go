@@ -8,21 +8,32 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"io/fs"
+	"log/slog"
+	"maps"
 	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fvescrow/fvescrow/api/mdm"
+	"github.com/fvescrow/fvescrow/api/wire"
 	"github.com/fvescrow/fvescrow/escrow"
 	"github.com/fvescrow/fvescrow/fde"
 	"github.com/fvescrow/fvescrow/internal/testutil/appleschema"
+	"github.com/fvescrow/fvescrow/internal/testutil/cmstest"
 	"github.com/fvescrow/fvescrow/internal/testutil/fakemac"
+	"github.com/fvescrow/fvescrow/internal/testutil/pgtest"
+	"github.com/fvescrow/fvescrow/internal/testutil/vaulttest"
 	"github.com/micromdm/plist"
 	"github.com/smallstep/pkcs7"
 )
@@ -95,6 +106,15 @@ func TestEnrollmentToEscrow(t *testing.T) {
 			if d.Attrs[escrow.AttrEscrowStatus] != string(escrow.EscrowFileVaultOff) || d.Attrs[escrow.AttrProfileInstalled] == "" || d.Attrs[escrow.AttrFDEEnabled] != "false" {
 				t.Fatalf("after first answers: %v", d.Attrs)
 			}
+			// The device record keeps what SecurityInfo said (TestSecurityInfoFlags
+			// flips each of these).
+			for k, want := range map[string]string{escrow.AttrFDEHasPRK: "false", escrow.AttrFDEHasIRK: "false",
+				escrow.AttrBootstrapAllowed: "allowed", escrow.AttrBootstrapSU: "false", escrow.AttrBootstrapKext: "false",
+				escrow.AttrUserApprovedMDM: "true", escrow.AttrEnrolledViaDEP: "false"} {
+				if d.Attrs[k] != want {
+					t.Errorf("after the first SecurityInfo: %s = %q, want %q", k, d.Attrs[k], want)
+				}
+			}
 			if d.Attrs[escrow.AttrTokenHolders] != "ada" {
 				t.Errorf("token holders %q", d.Attrs[escrow.AttrTokenHolders])
 			}
@@ -114,7 +134,8 @@ func TestEnrollmentToEscrow(t *testing.T) {
 			}
 			connect(t, s, m)
 			d = device(t, s, m)
-			if d.Attrs[escrow.AttrEscrowStatus] != string(escrow.EscrowEscrowed) || d.DeviceKey != m.Serial {
+			if d.Attrs[escrow.AttrEscrowStatus] != string(escrow.EscrowEscrowed) || d.DeviceKey != m.Serial ||
+				d.Attrs[escrow.AttrFDEEnabled] != "true" || d.Attrs[escrow.AttrFDEHasPRK] != "true" {
 				t.Fatalf("after SecurityInfo with a key: %+v", d)
 			}
 			if got := revealKey(t, s, m); got != m.PRK() {
@@ -438,4 +459,405 @@ func macSign(t *testing.T, m *fakemac.Mac, body []byte) string {
 		t.Fatal(err)
 	}
 	return sig
+}
+
+// apiDevice reads a device page through the API, as the help desk does.
+func apiDevice(t *testing.T, s *testServer, ref string) wire.DeviceDetail {
+	t.Helper()
+	status, body := s.api(http.MethodGet, "/api/v1/devices/"+ref, nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET device %s: %d %s", ref, status, body)
+	}
+	var d wire.DeviceDetail
+	if err := json.Unmarshal(body, &d); err != nil {
+		t.Fatalf("device %s: %v\n%s", ref, err, body)
+	}
+	return d
+}
+
+// TestSecurityInfoFlags: the FDE_* and bootstrap token flags of each
+// SecurityInfo answer land on the device record, and a later answer
+// replaces them. The second answer flips every flag the fake Mac reports by
+// default (TestEnrollmentToEscrow checks those).
+func TestSecurityInfoFlags(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			s := startServer(t, mode)
+			m := s.enroll(fakemac.Options{})
+			connect(t, s, m) // InstallProfile, SecurityInfo, UserList
+			d := device(t, s, m)
+			want := map[string]string{
+				escrow.AttrFDEEnabled: "false", escrow.AttrFDEHasPRK: "false", escrow.AttrFDEHasIRK: "false",
+				escrow.AttrBootstrapAllowed: "allowed", escrow.AttrBootstrapSU: "false", escrow.AttrBootstrapKext: "false",
+				escrow.AttrUserApprovedMDM: "true", escrow.AttrEnrolledViaDEP: "false",
+			}
+			for k, v := range want {
+				if d.Attrs[k] != v {
+					t.Errorf("first SecurityInfo: %s = %q, want %q", k, d.Attrs[k], v)
+				}
+			}
+			first := d.Attrs[escrow.AttrSecurityInfoAt]
+			if first == "" {
+				t.Fatalf("no %s after SecurityInfo: %v", escrow.AttrSecurityInfoAt, d.Attrs)
+			}
+
+			// FileVault on, with an institutional key too; DEP-enrolled
+			// without user approval; the bootstrap token is refused for
+			// authentication and required for updates and kext approval.
+			if err := m.EnableFileVault(); err != nil {
+				t.Fatal(err)
+			}
+			m.Handle(fde.RequestSecurityInfo, func(m *fakemac.Mac, _ map[string]any) (string, map[string]any) {
+				si := m.SecurityInfoAnswer()["SecurityInfo"].(map[string]any)
+				si["FDE_HasInstitutionalRecoveryKey"] = true
+				si["BootstrapTokenAllowedForAuthentication"] = "disallowed"
+				si["BootstrapTokenRequiredForSoftwareUpdate"] = true
+				si["BootstrapTokenRequiredForKernelExtensionApproval"] = true
+				si["ManagementStatus"] = map[string]any{"EnrolledViaDEP": true, "UserApprovedEnrollment": false, "IsUserEnrollment": false}
+				return fde.StatusAcknowledged, map[string]any{"SecurityInfo": si}
+			})
+			s.enqueue("securityinfo", m.UDID)
+			if got := connect(t, s, m); strings.Join(got, ",") != fde.RequestSecurityInfo {
+				t.Fatalf("answered %v", got)
+			}
+			d = device(t, s, m)
+			want = map[string]string{
+				escrow.AttrFDEEnabled: "true", escrow.AttrFDEHasPRK: "true", escrow.AttrFDEHasIRK: "true",
+				escrow.AttrBootstrapAllowed: "disallowed", escrow.AttrBootstrapSU: "true", escrow.AttrBootstrapKext: "true",
+				escrow.AttrUserApprovedMDM: "false", escrow.AttrEnrolledViaDEP: "true",
+				escrow.AttrEscrowStatus: string(escrow.EscrowEscrowed), escrow.AttrSecurityInfoError: "",
+			}
+			for k, v := range want {
+				if d.Attrs[k] != v {
+					t.Errorf("second SecurityInfo: %s = %q, want %q", k, d.Attrs[k], v)
+				}
+			}
+			if d.Attrs[escrow.AttrSecurityInfoAt] == "" {
+				t.Errorf("%s cleared", escrow.AttrSecurityInfoAt)
+			}
+			// The API shows the same record.
+			api := apiDevice(t, s, m.Serial)
+			for k, v := range want {
+				if api.Device.Attrs[k] != v {
+					t.Errorf("API: %s = %q, want %q", k, api.Device.Attrs[k], v)
+				}
+			}
+			if api.Device.FileVault != "true" || api.Device.EscrowStatus != string(escrow.EscrowEscrowed) {
+				t.Errorf("API device: filevault %q, escrow status %q", api.Device.FileVault, api.Device.EscrowStatus)
+			}
+			if got := revealKey(t, s, m); got != m.PRK() {
+				t.Error("escrowed key differs from the Mac's")
+			}
+		})
+	}
+}
+
+// TestUndecryptableKeyThroughMDM: a Mac answers SecurityInfo with a blob
+// encrypted (by OpenSSL, as a Mac does) to an escrow certificate fvescrow
+// does not hold, say a previous MDM's. The device's escrow status is
+// undecryptable; the error and the kept version name the certificate's
+// issuer and serial, so an admin can tell which identity would open it.
+func TestUndecryptableKeyThroughMDM(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			s := startServer(t, mode)
+			m := s.enroll(fakemac.Options{})
+			connect(t, s, m) // profile installed
+			if err := m.EnableFileVault(); err != nil {
+				t.Fatal(err)
+			}
+			other := foreignEscrowCert(t)
+			blob := cmstest.OpenSSLEncrypt(t, other, []byte(m.PRK()), cmstest.OpenSSLOptions{})
+			m.Handle(fde.RequestSecurityInfo, func(m *fakemac.Mac, _ map[string]any) (string, map[string]any) {
+				si := m.SecurityInfoAnswer()["SecurityInfo"].(map[string]any)
+				si["FDE_PersonalRecoveryKeyCMS"] = blob
+				si["FDE_PersonalRecoveryKeyDeviceKey"] = m.Serial
+				return fde.StatusAcknowledged, map[string]any{"SecurityInfo": si}
+			})
+			s.enqueue("securityinfo", m.UDID)
+			connect(t, s, m)
+
+			recipient := fmt.Sprintf("issuer %q serial %s", other.Issuer.String(), fde.SerialString(other.SerialNumber))
+			d := device(t, s, m)
+			if d.Attrs[escrow.AttrEscrowStatus] != string(escrow.EscrowUndecryptable) {
+				t.Fatalf("escrow status %q, want %q (attrs %v)", d.Attrs[escrow.AttrEscrowStatus], escrow.EscrowUndecryptable, d.Attrs)
+			}
+			if e := d.Attrs[escrow.AttrEscrowError]; !strings.Contains(e, recipient) {
+				t.Errorf("escrow error %q does not name %s", e, recipient)
+			}
+			if d.Attrs[escrow.AttrFDEEnabled] != "true" || d.Attrs[escrow.AttrFDEHasPRK] != "true" {
+				t.Errorf("FileVault flags: %v", d.Attrs)
+			}
+			// The blob is kept as a version that is not a usable key, and
+			// nothing was decrypted to the wrong place.
+			vs, err := s.srv.svc.KeyVersions(ctx, d.ID, escrow.KindPRK)
+			if err != nil || len(vs) != 1 || vs[0].Status != escrow.StatusUndecryptable || vs[0].Current() || !strings.Contains(vs[0].Error, recipient) {
+				t.Fatalf("key versions %+v %v", vs, err)
+			}
+			if st, _ := s.srv.svc.OutboxStats(ctx); st.Pending != 0 {
+				t.Errorf("outbox pending %d: an undecryptable blob is settled, not retried", st.Pending)
+			}
+			if _, err := s.srv.svc.Reveal(ctx, escrow.RevealRequest{Actor: escrow.Actor{Kind: escrow.ActorUser, ID: "helpdesk@example.com"},
+				Device: d.ID, Reason: "user locked out at FileVault login", Ticket: "IT-1002"}); err == nil {
+				t.Error("an undecryptable blob was revealed")
+			}
+			// The help desk sees the same through the API.
+			api := apiDevice(t, s, m.Serial)
+			if api.Device.EscrowStatus != string(escrow.EscrowUndecryptable) || !strings.Contains(api.Device.Attrs[escrow.AttrEscrowError], recipient) {
+				t.Errorf("API device: status %q, error %q", api.Device.EscrowStatus, api.Device.Attrs[escrow.AttrEscrowError])
+			}
+			if len(api.KeyVersions) != 1 || api.KeyVersions[0].Status != string(escrow.StatusUndecryptable) || api.KeyVersions[0].Current ||
+				!strings.Contains(api.KeyVersions[0].Error, recipient) {
+				t.Errorf("API key versions %+v", api.KeyVersions)
+			}
+			if api.Recoverable {
+				t.Error("API: a device with only an undecryptable blob is recoverable")
+			}
+			if strings.Contains(s.logs.String(), m.PRK()) {
+				t.Error("the recovery key reached the server log")
+			}
+		})
+	}
+}
+
+// foreignEscrowCert is an escrow certificate from another issuer, whose key
+// fvescrow never had.
+func foreignEscrowCert(t *testing.T) *x509.Certificate {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := pkix.Name{CommonName: "Previous MDM FileVault Escrow", Organization: []string{"Elsewhere Inc"}}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(0x0BADC0DE5EED), Subject: name, Issuer: name,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageKeyEncipherment | x509.KeyUsageDataEncipherment}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestUserListHistory: a second UserList with changed accounts (a SecureToken
+// granted, an account added, one removed) replaces the inventory, records
+// each change, and updates the SecureToken holders; the help desk sees it in
+// the API and `device show`.
+func TestUserListHistory(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			s := startServer(t, mode)
+			m := s.enroll(fakemac.Options{Users: []fakemac.User{
+				{UserName: "ada", FullName: "Ada Lovelace", UID: 501, GUID: "A-GUID", HasSecureToken: true, IsLoggedIn: true},
+				{UserName: "itadmin", UID: 502, GUID: "B-GUID"},
+				{UserName: "guest", UID: 201, GUID: "G-GUID"},
+			}})
+			connect(t, s, m)
+			id := escrow.DeviceID(m.UDID)
+			hist, err := s.srv.stores.meta.AccountHistory(ctx, id, 50)
+			if err != nil || len(hist) != 3 {
+				t.Fatalf("history after the first UserList: %+v %v", hist, err)
+			}
+			_, firstAt, _ := s.srv.stores.meta.Accounts(ctx, id)
+
+			m.SetUsers([]fakemac.User{
+				{UserName: "ada", FullName: "Ada Lovelace", UID: 501, GUID: "A-GUID", HasSecureToken: true},
+				{UserName: "itadmin", UID: 502, GUID: "B-GUID", HasSecureToken: true, IsLoggedIn: true},
+				{UserName: "bob", FullName: "Bob Smith", UID: 503, GUID: "C-GUID", MobileAccount: true},
+			})
+			if out := s.enqueue("userlist", m.UDID); !strings.Contains(out, "queued UserList") {
+				t.Fatalf("enqueue: %s", out)
+			}
+			if got := connect(t, s, m); strings.Join(got, ",") != fde.RequestUserList {
+				t.Fatalf("answered %v", got)
+			}
+
+			// The inventory is the new answer.
+			accounts, at, err := s.srv.stores.meta.Accounts(ctx, id)
+			if err != nil || len(accounts) != 3 || at.Before(firstAt) {
+				t.Fatalf("accounts %+v at %v (first at %v): %v", accounts, at, firstAt, err)
+			}
+			byName := map[string]string{}
+			for _, a := range accounts {
+				byName[a.UserName] = fmt.Sprintf("token=%s mobile=%s loggedin=%s uid=%d", a.HasSecureToken, a.MobileAccount, a.IsLoggedIn, a.UID)
+			}
+			wantAccounts := map[string]string{
+				"ada":     "token=true mobile=false loggedin=false uid=501",
+				"itadmin": "token=true mobile=false loggedin=true uid=502",
+				"bob":     "token=false mobile=true loggedin=false uid=503",
+			}
+			if !maps.Equal(byName, wantAccounts) {
+				t.Errorf("accounts %v, want %v", byName, wantAccounts)
+			}
+			if h := device(t, s, m).Attrs[escrow.AttrTokenHolders]; h != "ada,itadmin" {
+				t.Errorf("token holders %q, want ada,itadmin", h)
+			}
+
+			// The history keeps both reports, newest first.
+			hist, err = s.srv.stores.meta.AccountHistory(ctx, id, 50)
+			if err != nil || len(hist) != 6 {
+				t.Fatalf("history: %+v %v", hist, err)
+			}
+			change := func(c escrow.AccountChange) string { return string(c.Kind) + " " + c.UserName }
+			var second, first []string
+			for _, c := range hist[:3] {
+				second = append(second, change(c))
+				if c.At.Before(hist[3].At) {
+					t.Errorf("history not newest first: %+v", hist)
+				}
+			}
+			for _, c := range hist[3:] {
+				first = append(first, change(c))
+			}
+			if !sameSet(second, []string{"securetoken-granted itadmin", "added bob", "removed guest"}) {
+				t.Errorf("changes of the second UserList: %v", second)
+			}
+			if !sameSet(first, []string{"added ada", "added itadmin", "added guest"}) {
+				t.Errorf("changes of the first UserList: %v", first)
+			}
+
+			// The API's device page has the new inventory.
+			api := apiDevice(t, s, m.UDID)
+			apiAccounts := map[string]string{}
+			for _, a := range api.Accounts {
+				apiAccounts[a.UserName] = a.HasSecureToken
+			}
+			if !maps.Equal(apiAccounts, map[string]string{"ada": "true", "itadmin": "true", "bob": "false"}) {
+				t.Errorf("API accounts %+v", api.Accounts)
+			}
+			// `device show --json` lists the changes.
+			var report struct {
+				Changes []struct{ Kind, UserName string } `json:"account_changes"`
+			}
+			show := s.cli(append([]string{"device", "show", "--json", m.Serial}, s.storeArgs()...)...)
+			if err := json.Unmarshal([]byte(show), &report); err != nil {
+				t.Fatalf("device show --json: %v\n%s", err, show)
+			}
+			var shown []string
+			for _, c := range report.Changes {
+				shown = append(shown, c.Kind+" "+c.UserName)
+			}
+			if !sameSet(shown, append(second, first...)) {
+				t.Errorf("device show lists changes %v", shown)
+			}
+		})
+	}
+}
+
+var firstAdminRE = regexp.MustCompile(`(?m)^created the local admin "admin"; its one-time password, shown only now and to be changed at first sign-in: (\S+)$`)
+
+// TestFirstStartGuidance runs `fvescrow serve` (serve, as the command does)
+// twice on the same storage, in both modes. The first start prints the next
+// steps and the first admin's one-time password, which signs in (replaced
+// at once, as it must be); the second start prints neither the password nor
+// the creations again. testdata/serve_firststart.txtar checks the same text
+// from the built command.
+func TestFirstStartGuidance(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			c := defaultServeConfig()
+			c.stores.dataDir = filepath.Join(dir, "data")
+			if mode == modeProduction {
+				c.stores.databaseURL = pgtest.NewDatabase(t)
+				v := vaulttest.StartDev(t)
+				policy, err := os.ReadFile("../../deploy/vault/fvescrow-policy.hcl")
+				if err != nil {
+					t.Fatal(err)
+				}
+				vt := filepath.Join(dir, "vault-token")
+				writeFile(t, vt, v.PolicyToken(t, string(policy)))
+				c.stores.vaultAddr, c.stores.vaultTokenFile = v.Addr, vt
+			}
+			first := runServe(t, &c, func(base string, out *syncBuffer) {
+				// Sign in with the printed password, replacing it.
+				login := func(pw, newPW string) int {
+					body, _ := json.Marshal(wire.LoginRequest{Username: "admin", Password: pw, NewPassword: newPW})
+					resp, err := http.Post(base+"/api/v1/login", "application/json", bytes.NewReader(body))
+					if err != nil {
+						t.Fatal(err)
+					}
+					resp.Body.Close()
+					return resp.StatusCode
+				}
+				if code := login("not-the-password", "A-new-passphrase-for-admin-42"); code != http.StatusUnauthorized {
+					t.Errorf("sign-in with a wrong password: %d", code)
+				}
+				// serve prints before it answers: the password is there.
+				m := firstAdminRE.FindStringSubmatch(out.String())
+				if m == nil {
+					t.Fatalf("no one-time password printed:\n%s", out.String())
+				}
+				pw := m[1]
+				if code := login(pw, "A-new-passphrase-for-admin-42"); code != http.StatusOK {
+					t.Errorf("sign-in with the printed one-time password: %d", code)
+				}
+			})
+			for _, want := range []string{
+				"created the escrow identity (serial ",
+				"created the SCEP CA that issues device identities",
+				"created an admin API token in " + filepath.Join(c.stores.dataDir, "api-token") + " (mode 0600)",
+				"next: upload the APNs push certificate: fvescrow mdm push-cert upload --cert push.pem --key push.key (same storage flags)",
+				"then: write the enrollment profile: fvescrow profile enroll --url https://YOUR-PUBLIC-HOST -o enroll.mobileconfig",
+			} {
+				if !strings.Contains(first, want) {
+					t.Errorf("first start does not say %q:\n%s", want, first)
+				}
+			}
+			if n := len(firstAdminRE.FindAllString(first, -1)); n != 1 {
+				t.Errorf("first start prints the admin password %d times:\n%s", n, first)
+			}
+			second := runServe(t, &c, nil)
+			for _, never := range []string{"one-time password", "created the local admin", "created the escrow identity", "created the SCEP CA", "created an admin API token"} {
+				if strings.Contains(second, never) {
+					t.Errorf("second start says %q:\n%s", never, second)
+				}
+			}
+			if !strings.Contains(second, "next: upload the APNs push certificate") {
+				t.Errorf("second start, still without a push certificate, does not say what is next:\n%s", second)
+			}
+		})
+	}
+}
+
+// runServe runs serve with c on a free port until during returns, and
+// returns what it printed.
+func runServe(t *testing.T, c *serveConfig, during func(base string, out *syncBuffer)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.listen = ln.Addr().String()
+	ln.Close()
+	out := &syncBuffer{}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- serve(sctx, c, slog.New(slog.NewTextHandler(io.Discard, nil)), out) }()
+	base := "http://" + c.listen
+	eventually(t, "/healthz", func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("serve: %v\n%s", err, out.String())
+		default:
+		}
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if during != nil {
+		during(base, out)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	return out.String()
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"os/exec"
@@ -206,7 +207,10 @@ func certsInFile(t *testing.T, path string) []*x509.Certificate {
 // Authenticate and TokenUpdate at the CheckInURL), gets the escrow profile,
 // SecurityInfo and UserList, and answers the latter two "Unknown command"
 // (error 12021), which fvescrow must tolerate. mdmb exits 0 on errors, so the
-// proof is on the server side. FVESCROW_MDMB_DEVICES sets the fleet size.
+// proof is on the server side. It runs on both storage modes: the embedded
+// default (nanomdm's file storage, SQLite, age) and production (nanomdm's
+// tables and fvescrow's metadata in PostgreSQL, secrets in Vault).
+// FVESCROW_MDMB_DEVICES sets the fleet size.
 func TestMDMBFleet(t *testing.T) {
 	bin := mdmbBinary(t)
 	n := 5
@@ -216,8 +220,14 @@ func TestMDMBFleet(t *testing.T) {
 			t.Fatalf("FVESCROW_MDMB_DEVICES=%q: want a positive number", v)
 		}
 	}
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) { testMDMBFleet(t, bin, mode, n) })
+	}
+}
+
+func testMDMBFleet(t *testing.T, bin, mode string, n int) {
 	began := time.Now()
-	s := startServer(t, modeEmbedded)
+	s := startServer(t, mode)
 	dir := t.TempDir()
 	profileFile := filepath.Join(dir, "enroll.mobileconfig")
 	writeFile(t, profileFile, string(s.enrollmentProfile()))
@@ -297,7 +307,16 @@ func TestMDMBFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nano := diskv.New(filepath.Join(s.cfg.stores.dataDir, "nanomdm"))
+	// nanomdm's own storage as the server opened it: its files in the data
+	// folder, or its schema in PostgreSQL.
+	nano, _, closeNano, err := openNanoStorage(ctx, &s.cfg.stores, s.srv.stores, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeNano()
+	if _, isFiles := nano.(*diskv.Diskv); isFiles != (mode == modeEmbedded) {
+		t.Fatalf("%s: nanomdm storage is %T", mode, nano)
+	}
 	subjects := map[string]bool{}
 	for _, c := range certsInFile(t, m.db) {
 		if c.CheckSignatureFrom(cas[0]) != nil {

@@ -449,6 +449,10 @@ func (m *Mac) securityInfo() map[string]any {
 	return map[string]any{"Status": "Acknowledged", "SecurityInfo": si}
 }
 
+// SecurityInfoAnswer is the Mac's normal answer to SecurityInfo (Status and
+// SecurityInfo), for a Behavior that changes part of it.
+func (m *Mac) SecurityInfoAnswer() map[string]any { return m.securityInfo() }
+
 func (m *Mac) userList() map[string]any {
 	m.mu.Lock()
 	defer m.mu.Unlock()
