@@ -282,7 +282,7 @@ func (r *Rotations) Run(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		if n, err := r.Sweep(ctx); err != nil {
+		if n, err := r.Sweep(ctx); err != nil && ctx.Err() == nil { // a stopping server is not a failure
 			r.log.WarnContext(ctx, "rotation sweep incomplete", "err", err)
 		} else if n > 0 {
 			r.log.InfoContext(ctx, "rotations scheduled by the sweep", "devices", n)

@@ -152,7 +152,7 @@ func (c *Capture) RunRotationLoop(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		if n, err := c.RunRotations(ctx); err != nil {
+		if n, err := c.RunRotations(ctx); err != nil && ctx.Err() == nil { // a stopping server is not a failure
 			c.log.WarnContext(ctx, "rotations incomplete", "advanced", n, "err", err)
 		} else if n > 0 {
 			c.log.InfoContext(ctx, "rotations advanced", "jobs", n)

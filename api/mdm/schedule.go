@@ -136,7 +136,7 @@ func (c *Capture) Run(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		if n, err := c.RunDue(ctx); err != nil {
+		if n, err := c.RunDue(ctx); err != nil && ctx.Err() == nil { // a stopping server is not a failure
 			c.log.WarnContext(ctx, "escrow checks incomplete", "ran", n, "err", err)
 		} else if n > 0 {
 			c.log.InfoContext(ctx, "escrow checks sent", "devices", n)

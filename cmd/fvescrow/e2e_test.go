@@ -802,7 +802,7 @@ func TestFirstStartGuidance(t *testing.T) {
 				"created the SCEP CA that issues device identities",
 				"created an admin API token in " + filepath.Join(c.stores.dataDir, "api-token") + " (mode 0600)",
 				"next: upload the APNs push certificate: fvescrow mdm push-cert upload --cert push.pem --key push.key (same storage flags)",
-				"then: write the enrollment profile: fvescrow profile enroll --url https://YOUR-PUBLIC-HOST -o enroll.mobileconfig",
+				"then: write the enrollment profile: fvescrow profile enroll --url https://YOUR-PUBLIC-HOST -o enroll.mobileconfig (same storage flags)",
 			} {
 				if !strings.Contains(first, want) {
 					t.Errorf("first start does not say %q:\n%s", want, first)

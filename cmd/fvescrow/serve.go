@@ -395,7 +395,7 @@ func buildServer(ctx context.Context, c *serveConfig, log *slog.Logger) (*server
 		if _, err := push.Topic(ctx); errors.Is(err, escrow.ErrNotFound) {
 			notes = append(notes,
 				"next: upload the APNs push certificate: fvescrow mdm push-cert upload --cert push.pem --key push.key (same storage flags)",
-				"then: write the enrollment profile: fvescrow profile enroll --url https://YOUR-PUBLIC-HOST -o enroll.mobileconfig")
+				"then: write the enrollment profile: fvescrow profile enroll --url https://YOUR-PUBLIC-HOST -o enroll.mobileconfig (same storage flags)")
 		}
 	}
 	oidcRoutes, oidcPolicy, err := c.oidc.build(ctx, authn, st.meta, st.meta, log)
