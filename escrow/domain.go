@@ -204,4 +204,3 @@ const (
 
 // KindTOTP holds a local user's TOTP secret.
 const KindTOTP SecretKind = "totp"
-
