@@ -4,21 +4,26 @@ import (
 	"bytes"
 	"database/sql"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/fvescrow/fvescrow/api/mdm"
+	"github.com/fvescrow/fvescrow/api/wire"
 	"github.com/fvescrow/fvescrow/escrow"
 	"github.com/fvescrow/fvescrow/fde"
 	"github.com/fvescrow/fvescrow/internal/testutil/fakemac"
 	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/spf13/cobra"
 )
 
 // testClock is a clock tests move forward.
@@ -44,7 +49,13 @@ func (c *testClock) Advance(d time.Duration) {
 // escrowedMac enrolls a Mac, turns FileVault on and escrows its key.
 func escrowedMac(t *testing.T, s *testServer) *fakemac.Mac {
 	t.Helper()
-	m := s.enroll(fakemac.Options{})
+	return escrowedMacWith(t, s, fakemac.Options{})
+}
+
+// escrowedMacWith is escrowedMac with options (a chosen serial number).
+func escrowedMacWith(t *testing.T, s *testServer, o fakemac.Options) *fakemac.Mac {
+	t.Helper()
+	m := s.enroll(o)
 	connect(t, s, m) // profile installed
 	if err := m.EnableFileVault(); err != nil {
 		t.Fatal(err)
@@ -323,7 +334,18 @@ func TestRotationErrorThenFallback(t *testing.T) {
 	m.Handle(fde.RequestRotateFileVaultKey, fakemac.Answer(fakemac.ErrorAnswer(12082, "MDMErrorDomain", "The FileVault unlock credential is incorrect.")))
 	startRotation(t, s, m)
 	for attempt := 1; ; attempt++ {
+		uuid := rotationJob(t, s, m).Data[escrow.RotationDataCommand]
+		if uuid == "" || !strings.Contains(queueAtRest(t, s), uuid) {
+			t.Fatalf("attempt %d: the queued RotateFileVaultKey %q is not in the queue storage", attempt, uuid)
+		}
 		connect(t, s, m)
+		// An Error answer is purged as an Acknowledged one is: nothing of
+		// the command or its result stays at rest.
+		if rest := queueAtRest(t, s); strings.Contains(rest, uuid) {
+			i := strings.Index(rest, uuid)
+			t.Fatalf("attempt %d: the command answered Error is still in the queue storage:\n%s", attempt, rest[max(0, i-300):min(len(rest), i+300)])
+		}
+		assertNoKeyAtRest(t, s, oldKey, strings.ReplaceAll(oldKey, "-", ""))
 		j := rotationJob(t, s, m)
 		if j.State == escrow.JobFailed {
 			if attempt != 4 || j.Step != escrow.RotationFailed || !strings.Contains(j.Error, "12082") || !strings.Contains(j.Error, "4 times") {
@@ -527,4 +549,443 @@ func TestRotationQueuedBodyIsAReferenceOnly(t *testing.T) {
 		t.Fatalf("queued FileVaultUnlock is not the reference:\n%.800s", rest[i:])
 	}
 	assertNoKeyAtRest(t, s, m.PRK())
+}
+
+// TestRotationErrorAnswerIsPurged: on both storage modes, a
+// RotateFileVaultKey the Mac answers with Error leaves nothing at rest,
+// neither its body (the reference) nor its result, just as an Acknowledged
+// answer leaves nothing (TestRotationAfterReveal).
+func TestRotationErrorAnswerIsPurged(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			s := startServer(t, mode)
+			m := escrowedMac(t, s)
+			key := m.PRK()
+			m.Handle(fde.RequestRotateFileVaultKey, fakemac.Answer(fakemac.ErrorAnswer(12082, "MDMErrorDomain", "The FileVault unlock credential is incorrect.")))
+			startRotation(t, s, m)
+			uuid := rotationJob(t, s, m).Data[escrow.RotationDataCommand]
+			if rest := queueAtRest(t, s); uuid == "" || !strings.Contains(rest, uuid) {
+				t.Fatalf("the queued RotateFileVaultKey %q is not in the queue storage:\n%.2000s", uuid, rest)
+			}
+			if got := connect(t, s, m); len(got) != 1 || got[0] != fde.RequestRotateFileVaultKey {
+				t.Fatalf("Mac answered %v", got)
+			}
+			if j := rotationJob(t, s, m); j.Step != escrow.RotationRetrying || !strings.Contains(j.Error, "MDMErrorDomain 12082") {
+				t.Fatalf("after the Error answer: %+v", j)
+			}
+			rest := queueAtRest(t, s)
+			if i := strings.Index(rest, uuid); i >= 0 {
+				t.Fatalf("the command answered Error is still in the queue storage (%s):\n%s", mode, rest[max(0, i-300):min(len(rest), i+300)])
+			}
+			if strings.Contains(rest, "MDMErrorDomain") {
+				t.Fatalf("the Error result is still in the queue storage (%s)", mode)
+			}
+			assertNoKeyAtRest(t, s, key, strings.ReplaceAll(key, "-", ""))
+		})
+	}
+}
+
+// rotationFlags parses rotation flags as `fvescrow serve` does, into the
+// test server's configuration.
+func rotationFlags(t *testing.T, args ...string) func(*serveConfig) {
+	return func(c *serveConfig) {
+		cmd := &cobra.Command{}
+		c.rotation.register(cmd)
+		if err := cmd.ParseFlags(args); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.rotation.validate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// securityInfoReporting answers SecurityInfo with FileVault on, saying
+// whether the Mac has a personal recovery key and reporting the blob blob
+// returns (nil: none).
+func securityInfoReporting(hasPRK bool, blob func(*fakemac.Mac) []byte) fakemac.Behavior {
+	return func(m *fakemac.Mac, _ map[string]any) (string, map[string]any) {
+		si := map[string]any{"FDE_Enabled": true, "FDE_HasPersonalRecoveryKey": hasPRK, "FDE_HasInstitutionalRecoveryKey": false}
+		if b := blob(m); len(b) > 0 {
+			si["FDE_PersonalRecoveryKeyCMS"], si["FDE_PersonalRecoveryKeyDeviceKey"] = b, m.Serial
+		}
+		return fde.StatusAcknowledged, map[string]any{"SecurityInfo": si}
+	}
+}
+
+// assertFailedVisible checks that m's rotation failed with reason, as the
+// API shows it (GET /api/v1/rotations and the device detail), as the audit
+// log records it, and that the Mac is listed for key regeneration.
+func assertFailedVisible(t *testing.T, s *testServer, m *fakemac.Mac, reason string) {
+	t.Helper()
+	status, body := s.api(http.MethodGet, "/api/v1/rotations?state=failed&device="+m.Serial, nil)
+	var list wire.RotationList
+	if status != http.StatusOK || json.Unmarshal(body, &list) != nil {
+		t.Fatalf("GET /api/v1/rotations: %d %s", status, body)
+	}
+	if len(list.Rotations) != 1 || list.Rotations[0].Device != m.UDID || list.Rotations[0].State != escrow.RotationFailed ||
+		list.Rotations[0].Error != reason || list.Rotations[0].FinishedAt == nil {
+		t.Fatalf("failed rotations of %s over the API: %+v, want one failed with %q", m.Serial, list.Rotations, reason)
+	}
+	status, body = s.api(http.MethodGet, "/api/v1/devices/"+m.UDID, nil)
+	var d wire.DeviceDetail
+	if status != http.StatusOK || json.Unmarshal(body, &d) != nil {
+		t.Fatalf("GET device: %d %s", status, body)
+	}
+	if d.Rotation == nil || d.Rotation.State != escrow.RotationFailed || d.Rotation.Error != reason {
+		t.Fatalf("device detail rotation %+v, want failed with %q", d.Rotation, reason)
+	}
+	if d.Regeneration == nil || d.Regeneration.Reason != "rotation failed: "+reason {
+		t.Fatalf("device detail regeneration %+v", d.Regeneration)
+	}
+	recs, err := s.srv.svc.AuditRecords(ctx, escrow.AuditQuery{Device: escrow.DeviceID(m.UDID), Action: escrow.ActionRotationFailed})
+	if err != nil || len(recs) != 1 || recs[0].Reason != reason {
+		t.Fatalf("audit %s: %+v %v", escrow.ActionRotationFailed, recs, err)
+	}
+}
+
+// TestRotationVerificationFails: after the Mac acknowledged a rotation,
+// SecurityInfo must report the new key. A Mac that keeps reporting its old
+// blob, or says it has no personal key, is asked again after each verify
+// backoff (5m, 15m, 1h, 4h, 12h), and the rotation fails once they are
+// spent; a Mac whose FileVault was turned off fails at its next answer. Each
+// reason is in the job, the API, the audit log, the regeneration list and
+// `fvescrow rotation list`.
+func TestRotationVerificationFails(t *testing.T) {
+	clock := newTestClock()
+	s := startServer(t, modeEmbedded, func(c *serveConfig) { c.testNow = clock.Now })
+	current := func(m *fakemac.Mac) []byte { return m.CMS() }
+	cases := []struct {
+		name     string
+		rotate   fakemac.Behavior                           // nil: rotate and return the new key
+		report   func(old []byte) fakemac.Behavior          // SecurityInfo after the rotation
+		step     string                                     // the step the job waits at
+		reason   string                                     // the failure
+		versions func(t *testing.T, vs []escrow.KeyVersion) // what is escrowed in the end
+	}{
+		{
+			name: "the old blob after a returned key",
+			report: func(old []byte) fakemac.Behavior {
+				return securityInfoReporting(true, func(*fakemac.Mac) []byte { return old })
+			},
+			step: escrow.RotationEscrowed, reason: "SecurityInfo never confirmed the new key",
+			versions: func(t *testing.T, vs []escrow.KeyVersion) {
+				// The returned key stays current, never verified; the stale blob made no version.
+				if len(vs) != 2 || !vs[1].Current() || !vs[1].VerifiedAt.IsZero() || vs[1].Source != escrow.SourceRotation {
+					t.Fatalf("versions %+v", vs)
+				}
+			},
+		},
+		{
+			name:   "no personal recovery key",
+			report: func([]byte) fakemac.Behavior { return securityInfoReporting(false, current) },
+			step:   escrow.RotationEscrowed, reason: "SecurityInfo never confirmed the new key",
+			versions: func(t *testing.T, vs []escrow.KeyVersion) {
+				if len(vs) != 2 || !vs[1].Current() {
+					t.Fatalf("versions %+v", vs)
+				}
+			},
+		},
+		{
+			name:   "the old blob and no key returned",
+			rotate: fakemac.RotateWithoutResult,
+			report: func(old []byte) fakemac.Behavior {
+				return securityInfoReporting(true, func(*fakemac.Mac) []byte { return old })
+			},
+			step: escrow.RotationAcknowledged, reason: "SecurityInfo never reported the new key",
+			versions: func(t *testing.T, vs []escrow.KeyVersion) {
+				if len(vs) != 1 || !vs[0].Current() {
+					t.Fatalf("versions %+v", vs)
+				}
+			},
+		},
+	}
+	var failed []*fakemac.Mac
+	var reasons []string
+	for _, tc := range cases {
+		t.Logf("case: %s", tc.name)
+		m := escrowedMac(t, s)
+		oldKey, oldBlob := m.PRK(), m.CMS()
+		if tc.rotate != nil {
+			m.Handle(fde.RequestRotateFileVaultKey, tc.rotate)
+		}
+		m.Handle(fde.RequestSecurityInfo, tc.report(oldBlob))
+		startRotation(t, s, m)
+		if got := connect(t, s, m); len(got) != 1 || got[0] != fde.RequestRotateFileVaultKey {
+			t.Fatalf("%s: Mac answered %v", tc.name, got)
+		}
+		if m.PRK() == oldKey {
+			t.Fatalf("%s: the Mac did not rotate", tc.name)
+		}
+		answers := 0
+		for {
+			if got := connect(t, s, m); len(got) != 1 || got[0] != fde.RequestSecurityInfo {
+				t.Fatalf("%s: after %d SecurityInfo answers the Mac answered %v", tc.name, answers, got)
+			}
+			answers++
+			j := rotationJob(t, s, m)
+			if j.State == escrow.JobFailed {
+				if j.Step != escrow.RotationFailed || j.Error != tc.reason {
+					t.Fatalf("%s: failed job %+v, want reason %q", tc.name, j, tc.reason)
+				}
+				break
+			}
+			if j.State != escrow.JobPending || j.Step != tc.step || j.Data[escrow.RotationDataVerifyTries] != strconv.Itoa(answers) {
+				t.Fatalf("%s: after SecurityInfo answer %d: %+v", tc.name, answers, j)
+			}
+			if answers > 10 {
+				t.Fatalf("%s: still asking after %d answers", tc.name, answers)
+			}
+			if n := runRotations(t, s); n != 0 {
+				t.Fatalf("%s: asked again before the verify backoff", tc.name)
+			}
+			clock.Advance(13 * time.Hour) // past the longest verify backoff
+			if n := runRotations(t, s); n != 1 {
+				t.Fatalf("%s: %d rotations ran after the verify backoff", tc.name, n)
+			}
+		}
+		// The first answer, then one after each of the five verify backoffs.
+		if answers != 6 {
+			t.Fatalf("%s: failed after %d SecurityInfo answers, want 6", tc.name, answers)
+		}
+		tc.versions(t, prkVersions(t, s, m))
+		assertFailedVisible(t, s, m, tc.reason)
+		failed, reasons = append(failed, m), append(reasons, tc.reason)
+	}
+
+	// FileVault turned off between the rotation and its verification.
+	m := escrowedMac(t, s)
+	startRotation(t, s, m)
+	connect(t, s, m) // rotates; the new key is escrowed and SecurityInfo queued
+	if j := rotationJob(t, s, m); j.Step != escrow.RotationEscrowed || j.State != escrow.JobWaiting {
+		t.Fatalf("FileVault off: after the rotation: %+v", j)
+	}
+	m.DisableFileVault()
+	if got := connect(t, s, m); len(got) != 1 || got[0] != fde.RequestSecurityInfo {
+		t.Fatalf("FileVault off: Mac answered %v", got)
+	}
+	j := rotationJob(t, s, m)
+	if j.State != escrow.JobFailed || j.Step != escrow.RotationFailed || j.Error != "FileVault was turned off" {
+		t.Fatalf("FileVault off: %+v", j)
+	}
+	assertFailedVisible(t, s, m, "FileVault was turned off")
+	failed, reasons = append(failed, m), append(reasons, "FileVault was turned off")
+	if n := runRotations(t, s); n != 0 {
+		t.Fatalf("%d rotations ran after they all failed", n)
+	}
+
+	// `fvescrow rotation list --state failed` shows each failure with its reason.
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	writeFile(t, ca, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.ts.Certificate().Raw})))
+	out := s.cli("rotation", "list", "--state", "failed", "--server", s.URL(), "--token-file", s.cfg.apiTokenFile, "--ca-cert", ca)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 1+len(failed) {
+		t.Fatalf("rotation list: want a header and %d rotations:\n%s", len(failed), out)
+	}
+	for i, m := range failed {
+		found := false
+		for _, l := range lines[1:] {
+			if strings.Contains(l, m.UDID) {
+				found = true
+				if !strings.Contains(l, " "+escrow.RotationFailed+" ") || !strings.HasSuffix(l, reasons[i]) {
+					t.Errorf("rotation list line for %s: %q, want failed with %q", m.Serial, l, reasons[i])
+				}
+			}
+		}
+		if !found {
+			t.Errorf("rotation list does not show %s:\n%s", m.UDID, out)
+		}
+	}
+}
+
+// TestRotationDeviceNeverAnswers: a Mac that never fetches its
+// RotateFileVaultKey is pushed again with backoff, and once
+// --rotation-give-up (48h here, parsed as the flag) has passed since the
+// command was queued, the rotation fails with the reason shown everywhere.
+func TestRotationDeviceNeverAnswers(t *testing.T) {
+	clock := newTestClock()
+	s := startServer(t, modeEmbedded, func(c *serveConfig) { c.testNow = clock.Now }, rotationFlags(t, "--rotation-give-up", "48h"))
+	m := escrowedMac(t, s)
+	startRotation(t, s, m)
+	queuedAt, pushes := clock.Now(), s.apns.count()
+	const reason = "the device did not answer for 48h0m0s"
+	for {
+		// Steps of 5h never land on the 48h mark (the queueing time is
+		// kept to the second).
+		clock.Advance(5 * time.Hour)
+		runRotations(t, s)
+		j := rotationJob(t, s, m)
+		waited := clock.Now().Sub(queuedAt)
+		// Failed once due past 48h: the job is looked at again at most a
+		// push backoff (12h at most) after the mark, seen here at the next
+		// 5h step.
+		if j.State == escrow.JobFailed {
+			if waited <= 48*time.Hour || waited > (48+12+5)*time.Hour {
+				t.Fatalf("failed after %s, want after the 48h give-up, at its first run past it: %+v", waited, j)
+			}
+			if j.Step != escrow.RotationFailed || j.Error != reason {
+				t.Fatalf("failed job %+v, want reason %q", j, reason)
+			}
+			break
+		}
+		if j.State != escrow.JobWaiting || j.Step != escrow.RotationQueued {
+			t.Fatalf("after %s without an answer: %+v", waited, j)
+		}
+		if waited > (48+12+5)*time.Hour {
+			t.Fatalf("still waiting after %s, past the 48h give-up: %+v", waited, j)
+		}
+	}
+	if n := s.apns.count() - pushes; n < 3 {
+		t.Fatalf("%d pushes while waiting for the Mac, want it woken again with backoff", n)
+	}
+	if u := m.RotationUnlocks(); len(u) != 0 {
+		t.Fatal("the Mac that never answered got the key")
+	}
+	assertFailedVisible(t, s, m, reason)
+}
+
+// TestRotationDelayAndMaxAgeFlags: with --rotation-delay 10m a revealed key
+// is rotated 10 minutes after the reveal, not the default hour; with
+// --rotation-max-age 720h the sweep schedules a key once it is older than
+// 720h, and not before.
+func TestRotationDelayAndMaxAgeFlags(t *testing.T) {
+	clock := newTestClock()
+	s := startServer(t, modeEmbedded, func(c *serveConfig) { c.testNow = clock.Now },
+		rotationFlags(t, "--rotation-delay", "10m", "--rotation-max-age", "720h"))
+	start := clock.Now()
+	revealed := escrowedMac(t, s)
+	aging := escrowedMac(t, s)
+	if n, err := s.srv.rotations.Sweep(ctx); err != nil || n != 0 {
+		t.Fatalf("sweep of fresh keys: %d %v", n, err)
+	}
+
+	revealOverAPI(t, s, revealed)
+	j := rotationJob(t, s, revealed)
+	if j.Step != escrow.RotationScheduled || !j.RunAt.Equal(escrow.AuditTime(clock.Now().Add(10*time.Minute))) {
+		t.Fatalf("after the reveal: %+v, want due in 10m", j)
+	}
+	clock.Advance(9 * time.Minute)
+	if n := runRotations(t, s); n != 0 {
+		t.Fatalf("%d rotations ran within the 10m delay", n)
+	}
+	clock.Advance(2 * time.Minute)
+	if n := runRotations(t, s); n != 1 {
+		t.Fatalf("%d rotations ran after the 10m delay", n)
+	}
+	if j := rotationJob(t, s, revealed); j.Step != escrow.RotationQueued {
+		t.Fatalf("after the delay: %+v", j)
+	}
+	connect(t, s, revealed) // rotates
+	connect(t, s, revealed) // SecurityInfo
+	if j := rotationJob(t, s, revealed); j.Step != escrow.RotationVerified {
+		t.Fatalf("revealed Mac: %+v", j)
+	}
+
+	// The other key was received at start; the revealed Mac's new key 11
+	// minutes later.
+	clock.Advance(start.Add(719 * time.Hour).Sub(clock.Now()))
+	if n, err := s.srv.rotations.Sweep(ctx); err != nil || n != 0 {
+		t.Fatalf("sweep of keys younger than 720h: %d %v", n, err)
+	}
+	if _, err := s.srv.stores.meta.OpenJob(ctx, escrow.JobRotation, escrow.DeviceID(aging.UDID)); err == nil {
+		t.Fatal("a key younger than --rotation-max-age was scheduled")
+	}
+	clock.Advance(65 * time.Minute) // the first key is 720h05m old, the revealed Mac's new one 719h54m
+	if n, err := s.srv.rotations.Sweep(ctx); err != nil || n != 1 {
+		t.Fatalf("sweep past the max age: %d %v, want the one old key", n, err)
+	}
+	j = rotationJob(t, s, aging)
+	if j.Data[escrow.RotationDataTrigger] != escrow.TriggerMaxAge || j.Step != escrow.RotationScheduled || j.Ref != prkVersions(t, s, aging)[0].ID {
+		t.Fatalf("max-age job %+v", j)
+	}
+	if j := rotationJob(t, s, revealed); j.Step != escrow.RotationVerified {
+		t.Fatalf("the revealed Mac's new key was scheduled too: %+v", j)
+	}
+	// It runs through like any rotation.
+	if n := runRotations(t, s); n != 1 {
+		t.Fatalf("%d rotations ran", n)
+	}
+	connect(t, s, aging)
+	connect(t, s, aging)
+	if j := rotationJob(t, s, aging); j.Step != escrow.RotationVerified || len(prkVersions(t, s, aging)) != 2 {
+		t.Fatalf("max-age rotation %+v", j)
+	}
+}
+
+// TestRotationCampaignFilters: each selection of POST /api/v1/campaigns
+// (devices, search, key_older_than_days, disclosed_only, and combinations)
+// starts rotations on exactly the devices it selects, and counts the others
+// it considered as skipped.
+func TestRotationCampaignFilters(t *testing.T) {
+	clock := newTestClock()
+	s := startServer(t, modeEmbedded, func(c *serveConfig) { c.testNow = clock.Now })
+	name := map[string]string{}
+	mac := func(n, serial string) *fakemac.Mac {
+		m := escrowedMacWith(t, s, fakemac.Options{Serial: serial})
+		name[m.UDID] = n
+		return m
+	}
+	old1, old2 := mac("old1", "C02OLD000001"), mac("old2", "C02OLD000002")
+	clock.Advance(40 * 24 * time.Hour)
+	lab, plain, disc := mac("lab", "C02LAB000001"), mac("plain", "C02NEW000001"), mac("disc", "C02DSC000001")
+	// The new keys are two days old: days read as hours would select them.
+	clock.Advance(2 * 24 * time.Hour)
+	// Disclosed through the service alone, so no rotation is under way.
+	revealKey(t, s, old2)
+	revealKey(t, s, disc)
+
+	cases := []struct {
+		req     wire.CampaignRequest
+		want    string // selected devices, sorted
+		skipped int
+	}{
+		{wire.CampaignRequest{}, "disc lab old1 old2 plain", 0},
+		{wire.CampaignRequest{Devices: []string{plain.Serial, old1.UDID}}, "old1 plain", 0},
+		{wire.CampaignRequest{Search: "LAB"}, "lab", 0},
+		{wire.CampaignRequest{Search: "C02OLD"}, "old1 old2", 0},
+		{wire.CampaignRequest{KeyOlderThanDays: 30}, "old1 old2", 3},
+		{wire.CampaignRequest{KeyOlderThanDays: 43}, "", 5},
+		{wire.CampaignRequest{DisclosedOnly: true}, "disc old2", 3},
+		{wire.CampaignRequest{KeyOlderThanDays: 30, DisclosedOnly: true}, "old2", 4},
+		{wire.CampaignRequest{Search: "C02OLD", DisclosedOnly: true}, "old2", 1},
+		{wire.CampaignRequest{Devices: []string{lab.Serial, disc.Serial}, DisclosedOnly: true}, "disc", 1},
+		{wire.CampaignRequest{Devices: []string{lab.Serial, old1.Serial}, KeyOlderThanDays: 30}, "old1", 1},
+	}
+	for i, tc := range cases {
+		tc.req.Name, tc.req.Reason = fmt.Sprintf("filter %d", i), "test the campaign filters"
+		body, _ := json.Marshal(tc.req)
+		status, out := s.api(http.MethodPost, "/api/v1/campaigns", body)
+		var c wire.Campaign
+		if status != http.StatusCreated || json.Unmarshal(out, &c) != nil {
+			t.Fatalf("campaign %+v: %d %s", tc.req, status, out)
+		}
+		status, out = s.api(http.MethodGet, fmt.Sprintf("/api/v1/rotations?campaign=%d&limit=100", c.ID), nil)
+		var list wire.RotationList
+		if status != http.StatusOK || json.Unmarshal(out, &list) != nil {
+			t.Fatalf("rotations of campaign %d: %d %s", c.ID, status, out)
+		}
+		var got []string
+		for _, r := range list.Rotations {
+			if r.Campaign != c.ID || r.Trigger != escrow.TriggerCampaign || r.State != escrow.RotationScheduled {
+				t.Fatalf("campaign %d rotation %+v", c.ID, r)
+			}
+			got = append(got, name[r.Device])
+		}
+		slices.Sort(got)
+		if strings.Join(got, " ") != tc.want || c.Devices != len(got) || c.Skipped != tc.skipped {
+			t.Errorf("campaign %+v (filter %q) selected [%s], %d rotating, %d skipped; want [%s], %d skipped",
+				tc.req, c.Filter, strings.Join(got, " "), c.Devices, c.Skipped, tc.want, tc.skipped)
+		}
+		// End this campaign's rotations, so the next one sees the whole fleet.
+		js, err := s.srv.stores.meta.Jobs(ctx, escrow.JobQuery{Kind: escrow.JobRotation, Campaign: c.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range js {
+			j.State, j.Step, j.Error = escrow.JobCanceled, escrow.RotationCanceled, "test: next campaign"
+			if err := s.srv.stores.meta.UpdateJob(ctx, j); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 }
