@@ -360,19 +360,22 @@ func (c *Capture) Result(ctx context.Context, id escrow.DeviceID, status, uuid s
 	if status == fde.StatusIdle || uuid == "" {
 		return nothing, "", nil
 	}
-	cmd, err := c.store.Command(ctx, id, uuid)
+	// Every result passes here: the common case (Acknowledged) is kept to
+	// one write, and the body is read only for what fvescrow needs of it
+	// (the ErrorChain of an Error; the type-specific answers below).
+	res := &fde.Result{Status: status, CommandUUID: uuid}
+	if status != fde.StatusAcknowledged {
+		var err error
+		if res, err = fde.ParseResult(raw); err != nil {
+			return nil, "", fmt.Errorf("capture: result %s: %w", uuid, err)
+		}
+	}
+	cmd, err := c.store.AnswerCommand(ctx, id, uuid, status, errorChain(res.ErrorChain), c.now())
 	if errors.Is(err, escrow.ErrNotFound) {
 		return nil, "", fmt.Errorf("%w: %s from %s", ErrUnknownCommand, uuid, id)
 	}
 	if err != nil {
 		return nil, "", err
-	}
-	res, err := fde.ParseResult(raw)
-	if err != nil {
-		return nil, cmd.RequestType, fmt.Errorf("capture: result %s: %w", uuid, err)
-	}
-	if _, err := c.store.AnswerCommand(ctx, id, uuid, status, errorChain(res.ErrorChain), c.now()); err != nil {
-		return nil, cmd.RequestType, err
 	}
 	if status == fde.StatusNotNow {
 		return nothing, cmd.RequestType, nil // the device answers again later

@@ -61,17 +61,10 @@ func (s *Store) Command(ctx context.Context, id escrow.DeviceID, uuid string) (e
 func (s *Store) AnswerCommand(ctx context.Context, id escrow.DeviceID, uuid, status, errText string, at time.Time) (escrow.Command, error) {
 	var c escrow.Command
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.q(`UPDATE mdm_commands SET status = ?, error = ?, answered_at = ? WHERE device = ? AND uuid = ?`),
-			status, errText, micros(s.orNow(at)), id, uuid)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			return sql.ErrNoRows
-		}
-		c, err = scanCommand(tx.QueryRowContext(ctx, s.q(`SELECT `+commandCols+` FROM mdm_commands WHERE device = ? AND uuid = ?`), id, uuid))
+		// No such command: sql.ErrNoRows, which wrap makes ErrNotFound.
+		var err error
+		c, err = scanCommand(tx.QueryRowContext(ctx, s.q(`UPDATE mdm_commands SET status = ?, error = ?, answered_at = ?
+			WHERE device = ? AND uuid = ? RETURNING `+commandCols), status, errText, micros(s.orNow(at)), id, uuid))
 		return err
 	})
 	return c, wrap("answer command "+uuid, err)
