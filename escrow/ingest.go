@@ -109,6 +109,14 @@ func (s *Service) process(ctx context.Context, d Device, it OutboxItem) (IngestR
 			return IngestResult{Version: v}, err
 		}
 	}
+	// A key fvescrow held before (a Mac reporting its old key after a
+	// rotation that did not take) is current again, as a new version; if it
+	// was disclosed, it still is, so it is rotated again and never counted
+	// as a rotated key.
+	earlier, err := s.earlierVersionOf(ctx, ref, versions, keyText(key))
+	if err != nil {
+		return s.deferItem(ctx, it, err)
+	}
 	sv, err := s.putSecret(ctx, ref, keyText(key), lastSecretVersion(versions), SecretMeta{
 		"device": string(it.Device), "serial": it.Serial, "kind": string(KindPRK), "source": string(it.Source),
 	})
@@ -121,6 +129,7 @@ func (s *Service) process(ctx context.Context, d Device, it OutboxItem) (IngestR
 		Version: KeyVersion{
 			Device: it.Device, Kind: KindPRK, Source: it.Source, Status: StatusEscrowed, SecretVersion: sv,
 			CertFingerprint: fp, CMSSHA256: it.CMSSHA256, Warning: key.Warning(), ReceivedAt: it.ReceivedAt,
+			DisclosedAt: earlier.DisclosedAt,
 		},
 		CMS: it.CMS, OutboxID: it.ID, Verify: it.Source == SourceSecurityInfo,
 		Event: s.event(ActorDevice, string(it.Device), ActionKeyEscrowed, it.Device, map[string]string{
@@ -132,6 +141,10 @@ func (s *Service) process(ctx context.Context, d Device, it OutboxItem) (IngestR
 	}
 	if key.Warning() != "" {
 		s.log.Warn("recovery key has an unexpected format; kept", "device", it.Device, "version", v.Seq, "warning", key.Warning())
+	}
+	if earlier.ID != 0 {
+		s.log.Warn("the device reports a key fvescrow held before: current again", "device", it.Device, "version", v.Seq,
+			"same_key_as_version", earlier.Seq, "disclosed", !earlier.DisclosedAt.IsZero())
 	}
 	s.log.Info("recovery key escrowed", "device", it.Device, "version", v.Seq, "new", created, "source", it.Source)
 	return IngestResult{Version: v, New: created}, nil
@@ -272,4 +285,26 @@ func lastSecretVersion(vs []KeyVersion) int {
 
 func (s *Service) event(kind ActorKind, id, action string, dev DeviceID, detail map[string]string) Event {
 	return Event{Time: s.now(), Actor: Actor{Kind: kind, ID: id}, Action: action, Device: dev, Detail: detail}
+}
+
+// earlierVersionOf finds the newest superseded escrowed version whose key is
+// key (zero KeyVersion if none). Only a new blob that is not of the current
+// key gets here, which is rare: reading the few old secrets is affordable.
+func (s *Service) earlierVersionOf(ctx context.Context, ref SecretRef, versions []KeyVersion, key []byte) (KeyVersion, error) {
+	for i := len(versions) - 1; i >= 0; i-- {
+		v := versions[i]
+		if v.Status != StatusEscrowed || v.SupersededAt.IsZero() {
+			continue
+		}
+		held, _, err := s.secrets.Get(ctx, ref, v.SecretVersion)
+		if err != nil {
+			return KeyVersion{}, err
+		}
+		same := subtle.ConstantTimeCompare(held, key) == 1
+		clear(held)
+		if same {
+			return v, nil
+		}
+	}
+	return KeyVersion{}, nil
 }

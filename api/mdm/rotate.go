@@ -461,7 +461,7 @@ func (c *Capture) rotationAfterSecurityInfo(ctx context.Context, id escrow.Devic
 		return err
 	}
 	haveNew := err == nil && !cur.VerifiedAt.IsZero()
-	if haveNew {
+	if haveNew && cur.DisclosedAt.IsZero() {
 		if err := c.clearRegeneration(ctx, id, cur); err != nil {
 			return err
 		}
@@ -477,6 +477,11 @@ func (c *Capture) rotationAfterSecurityInfo(ctx context.Context, id escrow.Devic
 	}
 	if j.Data == nil {
 		j.Data = map[string]string{}
+	}
+	if haveNew && cur.ID != j.Ref && !cur.DisclosedAt.IsZero() {
+		// Current again is a key that was disclosed: the Mac reports its
+		// old key, so the rotation did not take. The sweep rotates it anew.
+		return c.endRotation(ctx, j, escrow.JobFailed, "the Mac reports a key that was already disclosed (version "+strconv.Itoa(cur.Seq)+"): the rotation did not take")
 	}
 	if haveNew && cur.ID != j.Ref && si.FDEHasPersonalRecoveryKey != fde.FlagFalse {
 		j.Data[escrow.RotationDataNewVersion] = strconv.Itoa(cur.Seq)

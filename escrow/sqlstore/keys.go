@@ -152,8 +152,14 @@ func (s *Store) addVersion(ctx context.Context, tx *sql.Tx, r escrow.KeyRecord) 
 		return escrow.KeyVersion{}, fmt.Errorf("%w: a new key version needs a kind and a status", escrow.ErrInvalid)
 	}
 	v.ReceivedAt = escrow.AuditTime(s.orNow(v.ReceivedAt))
-	v.SupersededAt, v.DisclosedAt, v.VerifiedAt = time.Time{}, time.Time{}, time.Time{}
-	var verified sql.NullInt64
+	// A new version starts undisclosed, unless the caller says its key was
+	// disclosed already (an earlier version's key, current again).
+	v.SupersededAt, v.VerifiedAt = time.Time{}, time.Time{}
+	var verified, disclosed sql.NullInt64
+	if !v.DisclosedAt.IsZero() {
+		v.DisclosedAt = escrow.AuditTime(v.DisclosedAt)
+		disclosed = sql.NullInt64{Int64: micros(v.DisclosedAt), Valid: true}
+	}
 	if r.Verify && v.Status == escrow.StatusEscrowed {
 		// The device itself reported this key (SecurityInfo): verified now.
 		v.VerifiedAt, verified = v.ReceivedAt, sql.NullInt64{Int64: micros(v.ReceivedAt), Valid: true}
@@ -164,9 +170,9 @@ func (s *Store) addVersion(ctx context.Context, tx *sql.Tx, r escrow.KeyRecord) 
 		return escrow.KeyVersion{}, err
 	}
 	err = tx.QueryRowContext(ctx, s.q(`INSERT INTO key_versions (device, kind, seq, source, status, secret_version,
-		cert_fingerprint, cms_sha256, error, warning, received_at, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`),
+		cert_fingerprint, cms_sha256, error, warning, received_at, verified_at, disclosed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`),
 		v.Device, v.Kind, v.Seq, v.Source, v.Status, v.SecretVersion, v.CertFingerprint, v.CMSSHA256, v.Error, v.Warning,
-		micros(v.ReceivedAt), verified).Scan(&v.ID)
+		micros(v.ReceivedAt), verified, disclosed).Scan(&v.ID)
 	if err != nil {
 		return escrow.KeyVersion{}, err
 	}

@@ -8,3 +8,21 @@ func (m *Mac) DisableFileVault() {
 	defer m.mu.Unlock()
 	m.fileVault, m.prk, m.cms = false, "", nil
 }
+
+// RevertPRK makes key the Mac's recovery key again and writes a new blob
+// of it for SecurityInfo: a Mac whose rotation did not take and that reports
+// its old key after all.
+func (m *Mac) RevertPRK(key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.prk, m.cms = key, nil
+	if m.escrowCert == nil {
+		return nil
+	}
+	cms, err := EncryptCMS(m.escrowCert, key)
+	if err != nil {
+		return err
+	}
+	m.cms = cms
+	return nil
+}
