@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -134,10 +136,15 @@ func newEnv(t testing.TB, secrets escrow.SecretStore, meta escrow.MetaStore, opt
 }
 
 func forEachBackend(t *testing.T, f func(t *testing.T, e *env)) {
+	forEachBackendWith(t, nil, f)
+}
+
+// forEachBackendWith is forEachBackend with Service options.
+func forEachBackendWith(t *testing.T, opts []escrow.Option, f func(t *testing.T, e *env)) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			secrets, meta := b.open(t)
-			e := newEnv(t, secrets, meta)
+			e := newEnv(t, secrets, meta, opts...)
 			f(t, e)
 			// No log line ever carries a key.
 			for _, k := range []string{prk1, prk2} {
@@ -175,6 +182,20 @@ func TestIngestLifecycle(t *testing.T) {
 		if err != nil || !r.New || r.Version.Seq != 1 || !r.Version.Current() {
 			t.Fatalf("first ingest %+v %v", r, err)
 		}
+		// The escrow is in the audit log, by the device, naming the blob.
+		escrowedRecords := func() []escrow.AuditRecord {
+			t.Helper()
+			recs, err := e.svc.AuditRecords(ctx, escrow.AuditQuery{Device: dev.ID, Action: escrow.ActionKeyEscrowed})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return recs
+		}
+		if recs := escrowedRecords(); len(recs) != 1 || recs[0].Actor.Kind != escrow.ActorDevice || recs[0].Actor.ID != string(dev.ID) ||
+			recs[0].Detail["cms_sha256"] != r.Version.CMSSHA256 || recs[0].Detail["secret_version"] != "1" ||
+			recs[0].Detail["source"] != string(escrow.SourceSecurityInfo) {
+			t.Fatalf("audit of the first ingest: %+v", recs)
+		}
 		if got := reveal(t, e); got.Key.Expose() != prk1 {
 			t.Fatal("revealed a different key")
 		}
@@ -195,6 +216,9 @@ func TestIngestLifecycle(t *testing.T) {
 		}
 		if r, err = e.svc.EscrowReceived(ctx, dev, it); err != nil || r.New || r.Version.Seq != 1 {
 			t.Fatalf("escrow of a recorded blob %+v %v", r, err)
+		}
+		if recs := escrowedRecords(); len(recs) != 1 {
+			t.Fatalf("a repeated blob was audited as a new escrow: %d records", len(recs))
 		}
 		// A different blob of the same key: same version, now verified.
 		r, err = e.svc.Ingest(ctx, dev, cmstest.Encrypt(t, e.id.Certificate, []byte(prk1)), escrow.SourceSecurityInfo)
@@ -528,4 +552,368 @@ func TestVaultDownDuringIngest(t *testing.T) {
 	if strings.Contains(e.logs.String(), prk2) {
 		t.Error("key in logs")
 	}
+}
+
+// waitFor polls cond until it holds, failing the test after a generous
+// deadline. It asserts no timing: only that the state is reached.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// outageBackends are the two storage modes, each with a real way to take its
+// secret store down and bring it back.
+var outageBackends = []struct {
+	name string
+	open func(t *testing.T) (secrets escrow.SecretStore, meta escrow.MetaStore, down, up func())
+}{
+	{"embedded", openEmbeddedOutage},
+	{"vault+postgres", openProductionOutage},
+}
+
+// openEmbeddedOutage is openEmbedded whose secrets folder can go away, as an
+// unmounted volume does: the folder is moved aside and a plain file left in
+// its place, so every read and write under it fails with ENOTDIR. (A
+// read-only mode would not stop a test running as root.)
+func openEmbeddedOutage(t *testing.T) (escrow.SecretStore, escrow.MetaStore, func(), func()) {
+	dir := t.TempDir()
+	id, _, err := agestore.LoadOrCreateIdentity(filepath.Join(dir, "age.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretsDir := filepath.Join(dir, "secrets")
+	secrets, err := agestore.New(secretsDir, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "fvescrow.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { meta.Close() })
+	offline := secretsDir + ".offline"
+	down := func() {
+		if err := os.Rename(secretsDir, offline); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(secretsDir, []byte("volume not mounted\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	up := func() {
+		if err := os.Remove(secretsDir); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(offline, secretsDir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return secrets, meta, down, up
+}
+
+// openProductionOutage: a Vault process that is stopped and restarted (with
+// its storage kept), and PostgreSQL.
+func openProductionOutage(t *testing.T) (escrow.SecretStore, escrow.MetaStore, func(), func()) {
+	v := vaulttest.StartPersistent(t)
+	return openVault(t, v), openPostgres(t), v.Stop, v.Start
+}
+
+// outboxAttempts reads an outbox item's attempt count straight from the
+// database; the item must be there.
+func outboxAttempts(t *testing.T, s *sqlstore.Store, id escrow.DeviceID) int {
+	t.Helper()
+	var n int
+	err := s.DB().QueryRowContext(ctx, s.Dialect().Rebind(`SELECT attempts FROM outbox WHERE device = ?`), id).Scan(&n)
+	if err != nil {
+		t.Fatalf("outbox item of %s: %v", id, err)
+	}
+	return n
+}
+
+// TestOutboxRetryLoop: with the secret store down, an ingested blob waits in
+// the outbox; RunOutbox keeps retrying it without losing it, and once the
+// store is back the loop escrows it and empties the outbox. The loop ends
+// with its context.
+func TestOutboxRetryLoop(t *testing.T) {
+	for _, b := range outageBackends {
+		t.Run(b.name, func(t *testing.T) {
+			secrets, meta, down, up := b.open(t)
+			e := newEnv(t, secrets, meta)
+			store := meta.(*sqlstore.Store)
+			if _, err := e.svc.Ingest(ctx, dev, macCMS(t, e.id.Certificate, prk1), escrow.SourceSecurityInfo); err != nil {
+				t.Fatal(err)
+			}
+
+			down()
+			other := escrow.Device{ID: "DOWN-1", Serial: "SDOWN"}
+			r, err := e.svc.Ingest(ctx, other, macCMS(t, e.id.Certificate, prk2), escrow.SourceSecurityInfo)
+			if !errors.Is(err, escrow.ErrUnavailable) || !r.Pending {
+				t.Fatalf("ingest with the secret store down: %+v %v", r, err)
+			}
+			if st, err := e.svc.OutboxStats(ctx); err != nil || st.Pending != 1 || st.LastError == "" {
+				t.Fatalf("outbox status %+v %v", st, err)
+			}
+
+			loopCtx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				e.svc.RunOutbox(loopCtx, 5*time.Millisecond)
+			}()
+			stopped := func() bool {
+				stop()
+				select {
+				case <-done:
+					return true
+				case <-time.After(60 * time.Second):
+					return false
+				}
+			}
+			defer stopped() // also when a check below fails
+
+			// The loop retries while the store is down, and keeps the blob.
+			first := outboxAttempts(t, store, other.ID)
+			waitFor(t, "the loop to retry while the store is down", func() bool {
+				return outboxAttempts(t, store, other.ID) >= first+2
+			})
+			if st, err := e.svc.OutboxStats(ctx); err != nil || st.Pending != 1 || st.LastError == "" {
+				t.Fatalf("outbox status while down: %+v %v", st, err)
+			}
+			if vs, err := e.svc.KeyVersions(ctx, other.ID, escrow.KindPRK); err != nil || len(vs) != 0 {
+				t.Fatalf("a version recorded while the store was down: %+v %v", vs, err)
+			}
+
+			up()
+			waitFor(t, "the loop to drain the outbox", func() bool {
+				st, err := e.svc.OutboxStats(ctx)
+				return err == nil && st.Pending == 0
+			})
+			if !stopped() {
+				t.Fatal("RunOutbox did not return after its context ended")
+			}
+
+			vs, err := e.svc.KeyVersions(ctx, other.ID, escrow.KindPRK)
+			if err != nil || len(vs) != 1 || !vs[0].Current() || vs[0].Seq != 1 || vs[0].SecretVersion != 1 || vs[0].Source != escrow.SourceSecurityInfo {
+				t.Fatalf("versions after the drain %+v %v", vs, err)
+			}
+			got, sv, err := e.secrets.Get(ctx, escrow.SecretRef{Kind: escrow.KindPRK, Owner: string(other.ID)}, 0)
+			if err != nil || sv != 1 || string(got) != prk2 {
+				t.Fatalf("secret after the drain: version %d, %v", sv, err)
+			}
+			if recs, err := e.svc.AuditRecords(ctx, escrow.AuditQuery{Device: other.ID, Action: escrow.ActionKeyEscrowed}); err != nil || len(recs) != 1 {
+				t.Fatalf("audit of the drained escrow %+v %v", recs, err)
+			}
+			if d, err := e.svc.Device(ctx, other.ID); err != nil || d.Serial != other.Serial {
+				t.Fatalf("device after the drain %+v %v", d, err)
+			}
+			if strings.Contains(e.logs.String(), prk2) {
+				t.Error("a recovery key reached the log")
+			}
+		})
+	}
+}
+
+// failAuditInserts makes the real database refuse every new audit row, as a
+// full disk or a broken replica would, and returns what undoes it.
+func failAuditInserts(t *testing.T, s *sqlstore.Store) (restore func()) {
+	t.Helper()
+	var create, drop []string
+	switch s.Dialect() {
+	case sqlstore.SQLite:
+		create = []string{`CREATE TRIGGER audit_refuse BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit storage failure'); END`}
+		drop = []string{`DROP TRIGGER audit_refuse`}
+	case sqlstore.Postgres:
+		create = []string{
+			`CREATE FUNCTION audit_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit storage failure'; END $$`,
+			`CREATE TRIGGER audit_refuse BEFORE INSERT ON audit FOR EACH ROW EXECUTE FUNCTION audit_refuse()`,
+		}
+		drop = []string{`DROP TRIGGER audit_refuse ON audit`, `DROP FUNCTION audit_refuse()`}
+	default:
+		t.Fatalf("dialect %v", s.Dialect())
+	}
+	run := func(qs []string) {
+		for _, q := range qs {
+			if _, err := s.DB().ExecContext(ctx, q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+	}
+	run(create)
+	return func() { run(drop) }
+}
+
+// TestRevealRefusedWhenAuditFails: no key leaves Reveal unless its audit
+// record is durably written, and a failed audit write marks nothing
+// disclosed.
+func TestRevealRefusedWhenAuditFails(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		if _, err := e.svc.Ingest(ctx, dev, macCMS(t, e.id.Certificate, prk1), escrow.SourceSecurityInfo); err != nil {
+			t.Fatal(err)
+		}
+		before, err := e.svc.AuditRecords(ctx, escrow.AuditQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		restore := failAuditInserts(t, e.meta.(*sqlstore.Store))
+		req := escrow.RevealRequest{Actor: alice(), Device: dev.ID, Reason: "user forgot password at login", Ticket: "IT-1234"}
+		got, err := e.svc.Reveal(ctx, req)
+		if err == nil || !strings.Contains(err.Error(), "audit storage failure") {
+			t.Fatalf("reveal with the audit log failing: %v, want the audit failure", err)
+		}
+		if !reflect.ValueOf(got).IsZero() || got.Key.Expose() != "" {
+			t.Fatalf("a refused reveal returned something: version %+v", got.Version)
+		}
+		vs, err := e.svc.KeyVersions(ctx, dev.ID, escrow.KindPRK)
+		if err != nil || len(vs) != 1 || !vs[0].DisclosedAt.IsZero() {
+			t.Fatalf("version marked disclosed without an audit record: %+v %v", vs, err)
+		}
+		after, err := e.svc.AuditRecords(ctx, escrow.AuditQuery{})
+		if err != nil || len(after) != len(before) {
+			t.Fatalf("audit records %d before, %d after (%v)", len(before), len(after), err)
+		}
+
+		// The same request succeeds once the audit log takes writes again.
+		restore()
+		got = reveal(t, e)
+		if got.Key.Expose() != prk1 || got.Version.DisclosedAt.IsZero() || got.Audit.Seq != int64(len(before)+1) {
+			t.Fatalf("reveal after the audit log recovered: version %+v, audit seq %d", got.Version, got.Audit.Seq)
+		}
+	})
+}
+
+// TestCustomRevealPolicy: the reason and ticket rules are the configured
+// ones, not the defaults, and a refused request discloses nothing.
+func TestCustomRevealPolicy(t *testing.T) {
+	policy := escrow.RevealPolicy{MinReasonLength: 30, MaxReasonLength: 80, TicketPattern: regexp.MustCompile(`^INC[0-9]{6}$`)}
+	forEachBackendWith(t, []escrow.Option{escrow.WithRevealPolicy(policy)}, func(t *testing.T, e *env) {
+		if _, err := e.svc.Ingest(ctx, dev, macCMS(t, e.id.Certificate, prk1), escrow.SourceSecurityInfo); err != nil {
+			t.Fatal(err)
+		}
+		longReason := "locked out after a password reset at the service desk" // 53 characters
+		defaults := escrow.DefaultRevealPolicy()
+		bad := []struct {
+			name        string
+			reason      string
+			ticket      string
+			defaultOK   bool // the default rules would accept it
+			errContains string
+		}{
+			{"reason the default accepts", "user forgot password at login", "INC123456", true, "at least 30"},
+			{"ticket the default accepts", longReason, "IT-1234", true, "^INC[0-9]{6}$"},
+			{"ticket INC with five digits", longReason, "INC12345", true, "^INC[0-9]{6}$"},
+			{"ticket INC with seven digits", longReason, "INC1234567", true, "^INC[0-9]{6}$"},
+			{"ticket with a prefix", longReason, "XINC123456", true, "^INC[0-9]{6}$"},
+			{"lower-case ticket", longReason, "inc123456", true, "^INC[0-9]{6}$"},
+			{"reason too long", strings.Repeat("x", 81), "INC123456", true, "at most 80"},
+			{"no ticket", longReason, "", false, "ticket ID is required"},
+		}
+		for _, b := range bad {
+			r := escrow.RevealRequest{Actor: alice(), Device: dev.ID, Reason: b.reason, Ticket: b.ticket}
+			if err := defaults.Validate(r); (err == nil) != b.defaultOK {
+				t.Fatalf("%s: the default policy says %v", b.name, err)
+			}
+			got, err := e.svc.Reveal(ctx, r)
+			if !errors.Is(err, escrow.ErrInvalid) || !strings.Contains(err.Error(), b.errContains) {
+				t.Errorf("%s: %v, want ErrInvalid naming %q", b.name, err, b.errContains)
+			}
+			if got.Key.Expose() != "" {
+				t.Errorf("%s: a refused reveal returned a key", b.name)
+			}
+		}
+		// Nothing was disclosed or audited as a reveal.
+		vs, err := e.svc.KeyVersions(ctx, dev.ID, escrow.KindPRK)
+		if err != nil || len(vs) != 1 || !vs[0].DisclosedAt.IsZero() {
+			t.Fatalf("refused reveals disclosed the version: %+v %v", vs, err)
+		}
+		if recs, err := e.svc.AuditRecords(ctx, escrow.AuditQuery{Action: escrow.ActionKeyRevealed}); err != nil || len(recs) != 0 {
+			t.Fatalf("refused reveals were audited as reveals: %d %v", len(recs), err)
+		}
+
+		// Exactly at the bounds, with surrounding space trimmed: accepted.
+		for i, reason := range []string{strings.Repeat("r", 30), "  " + strings.Repeat("é", 80) + " "} {
+			ticket := fmt.Sprintf("INC%06d", 123456+i)
+			got, err := e.svc.Reveal(ctx, escrow.RevealRequest{Actor: alice(), Device: dev.ID, Reason: reason, Ticket: " " + ticket})
+			if err != nil || got.Key.Expose() != prk1 || got.Version.DisclosedAt.IsZero() {
+				t.Fatalf("accepted request %d: %v", i, err)
+			}
+			if got.Audit.Ticket != ticket || got.Audit.Reason != strings.TrimSpace(reason) || got.Audit.Action != escrow.ActionKeyRevealed {
+				t.Errorf("audit record %+v", got.Audit)
+			}
+		}
+		if recs, _ := e.svc.AuditRecords(ctx, escrow.AuditQuery{Action: escrow.ActionKeyRevealed}); len(recs) != 2 {
+			t.Fatalf("%d reveal records, want 2", len(recs))
+		}
+	})
+}
+
+// TestRetireKeepsKeys: retiring a device is explicit and audited, and deletes
+// nothing: every key version stays in the metadata and in the secret store.
+func TestRetireKeepsKeys(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		for i, k := range []string{prk1, prk2} {
+			if _, err := e.svc.Ingest(ctx, dev, macCMS(t, e.id.Certificate, k), escrow.SourceSecurityInfo); err != nil {
+				t.Fatalf("ingest %d: %v", i, err)
+			}
+		}
+		tok := []byte("bootstrap-token-bytes")
+		if _, err := e.svc.PutToken(ctx, dev, escrow.KindBootstrapToken, tok, escrow.SourceCheckin); err != nil {
+			t.Fatal(err)
+		}
+		before, err := e.svc.KeyVersions(ctx, dev.ID, escrow.KindPRK)
+		if err != nil || len(before) != 2 {
+			t.Fatalf("versions %+v %v", before, err)
+		}
+
+		// No reason, no retirement.
+		if err := e.svc.RetireDevice(ctx, alice(), dev.ID, "  "); !errors.Is(err, escrow.ErrInvalid) {
+			t.Fatalf("retire without a reason: %v", err)
+		}
+		if d, err := e.svc.Device(ctx, dev.ID); err != nil || d.Retired() {
+			t.Fatalf("device after a refused retirement %+v %v", d, err)
+		}
+		if err := e.svc.RetireDevice(ctx, alice(), "NO-SUCH-DEVICE", "returned to vendor"); !errors.Is(err, escrow.ErrNotFound) {
+			t.Errorf("retire an unknown device: %v", err)
+		}
+
+		const why = "laptop returned to IT, disk to be wiped"
+		if err := e.svc.RetireDevice(ctx, alice(), dev.ID, why); err != nil {
+			t.Fatal(err)
+		}
+		if d, err := e.svc.Device(ctx, dev.ID); err != nil || !d.Retired() || d.Serial != dev.Serial {
+			t.Fatalf("device after retirement %+v %v", d, err)
+		}
+		recs, err := e.svc.AuditRecords(ctx, escrow.AuditQuery{Device: dev.ID, Action: escrow.ActionDeviceRetired})
+		if err != nil || len(recs) != 1 || recs[0].Actor.ID != alice().ID || recs[0].Reason != why {
+			t.Fatalf("audit of the retirement %+v %v", recs, err)
+		}
+
+		after, err := e.svc.KeyVersions(ctx, dev.ID, escrow.KindPRK)
+		if err != nil || !reflect.DeepEqual(after, before) {
+			t.Fatalf("key versions changed by retirement:\nbefore %+v\nafter  %+v (%v)", before, after, err)
+		}
+		ref := escrow.SecretRef{Kind: escrow.KindPRK, Owner: string(dev.ID)}
+		for i, want := range []string{prk1, prk2} {
+			got, _, err := e.secrets.Get(ctx, ref, after[i].SecretVersion)
+			if err != nil || string(got) != want {
+				t.Errorf("key version %d after retirement: %v", after[i].Seq, err)
+			}
+		}
+		tv, err := e.svc.KeyVersions(ctx, dev.ID, escrow.KindBootstrapToken)
+		if err != nil || len(tv) != 1 {
+			t.Fatalf("token versions %+v %v", tv, err)
+		}
+		if got, _, err := e.secrets.Get(ctx, escrow.SecretRef{Kind: escrow.KindBootstrapToken, Owner: string(dev.ID)}, tv[0].SecretVersion); err != nil || !bytes.Equal(got, tok) {
+			t.Errorf("bootstrap token after retirement: %v", err)
+		}
+		// The chain still verifies: nothing was removed from the audit log either.
+		if rep, err := escrow.VerifyAudit(ctx, e.meta, nil); err != nil || rep.Broken != nil {
+			t.Errorf("audit verify after retirement %+v %v", rep, err)
+		}
+	})
 }
