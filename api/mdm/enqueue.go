@@ -176,13 +176,20 @@ func (e *APIEnqueuer) do(ctx context.Context, method, path string, body []byte) 
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	var r apiResult
 	_ = json.Unmarshal(b, &r)
+	// nanomdm answers its API result (JSON) even when some of the work
+	// failed (a 500 whose push failed but whose command was queued): the
+	// caller reads it. Any other answer that is not a success is an error,
+	// never a silent "queued" (a wrong --nanomdm-url path gets a 404).
+	isResult := r.CommandError != "" || len(r.Status) != 0 || r.CommandUUID != ""
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized:
 		return &r, fmt.Errorf("%w: nanomdm API rejected the API key", escrow.ErrForbidden)
-	case resp.StatusCode >= 500 && r.CommandError == "" && len(r.Status) == 0 && r.CommandUUID == "":
+	case resp.StatusCode/100 == 2, isResult:
+		return &r, nil
+	case resp.StatusCode >= 500:
 		return &r, fmt.Errorf("%w: nanomdm API answered %d", escrow.ErrUnavailable, resp.StatusCode)
 	}
-	return &r, nil
+	return &r, fmt.Errorf("nanomdm API answered %d to %s %s: check --nanomdm-url", resp.StatusCode, method, path)
 }
 
 // Enqueue queues cmd on the external nanomdm.
