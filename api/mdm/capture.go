@@ -360,40 +360,45 @@ func (c *Capture) Result(ctx context.Context, id escrow.DeviceID, status, uuid s
 	if status == fde.StatusIdle || uuid == "" {
 		return nothing, "", nil
 	}
-	// Every result passes here: the common case (Acknowledged) is kept to
-	// one write, and the body is read only for what fvescrow needs of it
-	// (the ErrorChain of an Error; the type-specific answers below).
-	res := &fde.Result{Status: status, CommandUUID: uuid}
-	if status != fde.StatusAcknowledged {
-		var err error
-		if res, err = fde.ParseResult(raw); err != nil {
-			return nil, "", fmt.Errorf("capture: result %s: %w", uuid, err)
-		}
-	}
-	cmd, err := c.store.AnswerCommand(ctx, id, uuid, status, errorChain(res.ErrorChain), c.now())
+	cmd, err := c.store.Command(ctx, id, uuid)
 	if errors.Is(err, escrow.ErrNotFound) {
 		return nil, "", fmt.Errorf("%w: %s from %s", ErrUnknownCommand, uuid, id)
 	}
 	if err != nil {
 		return nil, "", err
 	}
-	if status == fde.StatusNotNow {
-		return nothing, cmd.RequestType, nil // the device answers again later
+	// Every result passes here: the body is read only for what fvescrow
+	// needs of it (the ErrorChain of an answer that is not Acknowledged; the
+	// type-specific answers below).
+	res := &fde.Result{Status: status, CommandUUID: uuid}
+	if status != fde.StatusAcknowledged {
+		if res, err = fde.ParseResult(raw); err != nil {
+			return nil, cmd.RequestType, fmt.Errorf("capture: result %s: %w", uuid, err)
+		}
 	}
-	var after func(context.Context) error
-	switch cmd.RequestType {
-	case fde.RequestSecurityInfo:
-		after, err = c.securityInfo(ctx, id, cmd, raw)
-	case fde.RequestRotateFileVaultKey:
-		after, err = c.rotateResult(ctx, id, cmd, status, raw)
-	case fde.RequestUserList:
-		after = func(ctx context.Context) error { return c.userList(ctx, id, raw) }
-	case fde.RequestInstallProfile:
-		after = func(ctx context.Context) error { return c.installProfile(ctx, id, cmd, res) }
-	default:
-		after = nothing
+	after := nothing
+	if status != fde.StatusNotNow { // NotNow: the device answers again later
+		switch cmd.RequestType {
+		case fde.RequestSecurityInfo:
+			after, err = c.securityInfo(ctx, id, cmd, raw)
+		case fde.RequestRotateFileVaultKey:
+			after, err = c.rotateResult(ctx, id, cmd, status, raw)
+		case fde.RequestUserList:
+			after = func(ctx context.Context) error { return c.userList(ctx, id, raw) }
+		case fde.RequestInstallProfile:
+			after = func(ctx context.Context) error { return c.installProfile(ctx, id, cmd, res) }
+		}
+		if err != nil {
+			// Refused, so the device sends it again: not answered yet.
+			return nil, cmd.RequestType, err
+		}
 	}
-	return after, cmd.RequestType, err
+	// Answered only once what must survive the acknowledgement is kept
+	// (the escrow checks and rotations read the answer time).
+	if _, err := c.store.AnswerCommand(ctx, id, uuid, status, errorChain(res.ErrorChain), c.now()); err != nil {
+		return nil, cmd.RequestType, err
+	}
+	return after, cmd.RequestType, nil
 }
 
 func errorChain(ec []fde.ErrorChainItem) string {

@@ -388,6 +388,11 @@ func TestOutboxWriteFails(t *testing.T) {
 				if st, err := s.srv.svc.OutboxStats(ctx); err != nil || st.Pending != 0 {
 					t.Fatalf("%s: outbox %+v %v", what, st, err)
 				}
+				// Not answered in fvescrow's command log either: the escrow
+				// checks would otherwise send another SecurityInfo.
+				if c, err := s.srv.stores.meta.Command(ctx, id, uuid); err != nil || c.Status != "" || !c.AnsweredAt.IsZero() {
+					t.Fatalf("%s: the refused answer was recorded: %+v %v", what, c, err)
+				}
 				d := device(t, s, m)
 				if d.Attrs[escrow.AttrSecurityInfoAt] != before.Attrs[escrow.AttrSecurityInfoAt] {
 					t.Errorf("%s: the refused answer updated the device record: %s %q, was %q", what,
