@@ -97,14 +97,22 @@ fi
 command -v npm >/dev/null || apt_install nodejs npm || true
 lock=web/e2e/package-lock.json
 pw="$cache/web-e2e-$(sha256sum "$lock" | cut -c1-16)"
-if [ ! -d "$pw/node_modules/playwright-core" ] && command -v npm >/dev/null; then
+# A cache counts only if node can load it (a run cut short, or two runs at
+# once, could leave half a tree); each run installs into its own folder and
+# renames it into place, so concurrent runs cannot mix their files.
+pw_ok() { [ -d "$1/node_modules/playwright-core" ] && (cd "$1" && node -e 'require("playwright-core")') >/dev/null 2>&1; }
+if ! pw_ok "$pw" && command -v npm >/dev/null; then
 	log "installing playwright-core from $lock"
-	rm -rf "$pw.tmp" && mkdir -p "$pw.tmp"
-	cp web/e2e/package.json "$lock" "$pw.tmp/"
-	if (cd "$pw.tmp" && npm ci --ignore-scripts --no-audit --no-fund) >&2; then
-		mv "$pw.tmp" "$pw"
+	tmp="$pw.tmp.$$"
+	rm -rf "$tmp" && mkdir -p "$tmp"
+	cp web/e2e/package.json "$lock" "$tmp/"
+	if (cd "$tmp" && npm ci --ignore-scripts --no-audit --no-fund) >&2 && pw_ok "$tmp"; then
+		rm -rf "$pw.old.$$"
+		[ -e "$pw" ] && mv "$pw" "$pw.old.$$"
+		mv "$tmp" "$pw" || rm -rf "$tmp"
+		rm -rf "$pw.old.$$"
 	else
-		rm -rf "$pw.tmp"
+		rm -rf "$tmp"
 		log "npm ci of playwright-core failed; the browser test will fail under FVESCROW_INTEGRATION=1"
 	fi
 fi
