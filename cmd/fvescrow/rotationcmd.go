@@ -24,7 +24,8 @@ func (c *rotationConfig) register(cmd *cobra.Command) {
 }
 
 func (c *rotationConfig) validate() error {
-	if c.delay < 0 || c.maxAge < 0 || c.interval <= 0 || c.giveUp <= 0 {
+	// A zero delay would mean the default hour to escrow.NewRotations.
+	if c.delay <= 0 || c.maxAge < 0 || c.interval <= 0 || c.giveUp <= 0 {
 		return errors.New("rotation durations must be positive (--rotation-max-age may be 0)")
 	}
 	if c.maxAge > 0 && c.maxAge < 24*time.Hour {
