@@ -62,6 +62,22 @@ type UserStore interface {
 	Users(ctx context.Context) ([]User, error)
 }
 
+// SignInCounter keeps the lockout count of local sign-ins: each call is one
+// statement on the user's current row, so concurrent sign-ins neither lose
+// a count nor go on past a lock another one has just set.
+type SignInCounter interface {
+	// CountSignIn counts an attempt to sign in as user id before its
+	// password is checked, unless the account is locked at now: then
+	// admitted is false and nothing changes. The max-th attempt since the
+	// last success or lock locks the account until lockUntil and starts
+	// the count again (lockedNow). ErrNotFound: no such user.
+	CountSignIn(ctx context.Context, id string, max int, now, lockUntil time.Time) (admitted, lockedNow bool, err error)
+	// ResetSignIns starts the count again after the right credentials, and
+	// lifts the lock until lift (zero: none) that their own attempt set.
+	// A non-zero at is recorded as the last sign-in.
+	ResetSignIns(ctx context.Context, id string, lift, at time.Time) error
+}
+
 // APIToken is a credential for automation and the CLI. Only its SHA-256 is
 // stored; the token itself is shown once.
 type APIToken struct {

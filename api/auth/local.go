@@ -41,6 +41,7 @@ type Secrets interface {
 // manages them. Repeated failures lock an account for a while.
 type LocalAccounts struct {
 	users       escrow.UserStore
+	counts      escrow.SignInCounter
 	sessions    escrow.SessionStore
 	secrets     Secrets
 	audit       Auditor
@@ -87,6 +88,44 @@ func (m *memorySteps) PutSetting(_ context.Context, name string, value []byte) e
 	return nil
 }
 
+// serialCounter counts sign-ins for a user store that cannot count them
+// itself (none of fvescrow's own): each change is read and written back
+// under one lock, so it holds for the sign-ins of this process only.
+type serialCounter struct {
+	mu    sync.Mutex
+	users escrow.UserStore
+}
+
+func (c *serialCounter) CountSignIn(ctx context.Context, id string, max int, now, lockUntil time.Time) (admitted, lockedNow bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	u, err := c.users.User(ctx, id)
+	if err != nil || now.Before(u.LockedUntil) {
+		return false, false, err
+	}
+	if u.FailedLogins++; u.FailedLogins >= max {
+		u.FailedLogins, u.LockedUntil, lockedNow = 0, lockUntil, true
+	}
+	return true, lockedNow, c.users.UpdateUser(ctx, u)
+}
+
+func (c *serialCounter) ResetSignIns(ctx context.Context, id string, lift, at time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	u, err := c.users.User(ctx, id)
+	if err != nil {
+		return err
+	}
+	u.FailedLogins = 0
+	if !lift.IsZero() && u.LockedUntil.Equal(lift) {
+		u.LockedUntil = time.Time{}
+	}
+	if !at.IsZero() {
+		u.LastLoginAt = at
+	}
+	return c.users.UpdateUser(ctx, u)
+}
+
 // NewLocalAccounts returns the local account service.
 func NewLocalAccounts(users escrow.UserStore, sessions escrow.SessionStore, secrets Secrets, audit Auditor) *LocalAccounts {
 	dummy, _ := HashPassword("not a password of anyone")
@@ -98,6 +137,14 @@ func NewLocalAccounts(users escrow.UserStore, sessions escrow.SessionStore, secr
 		l.steps = st
 	} else {
 		l.steps = &memorySteps{m: map[string][]byte{}}
+	}
+	// The lockout is counted by the users' own store where it can (one
+	// statement on the current row), so that concurrent sign-ins, through
+	// this process or another replica, cannot lose a count.
+	if c, ok := users.(escrow.SignInCounter); ok {
+		l.counts = c
+	} else {
+		l.counts = &serialCounter{users: users}
 	}
 	return l
 }
@@ -133,7 +180,15 @@ func (l *LocalAccounts) Verify(ctx context.Context, username, password, code, ne
 	if u.Disabled {
 		return escrow.User{}, l.fail(ctx, username, "disabled")
 	}
-	if now.Before(u.LockedUntil) {
+	// The attempt is counted before its password is checked, against the
+	// lock of the current row, not of u: of any number of concurrent
+	// guesses, no more than maxFailures are checked before the lock, and
+	// the one that reaches it sets the lock.
+	admitted, lockedNow, err := l.counts.CountSignIn(ctx, u.ID, l.maxFailures, now, now.Add(l.lockFor))
+	if err != nil {
+		return escrow.User{}, err
+	}
+	if !admitted {
 		return escrow.User{}, l.fail(ctx, username, "locked")
 	}
 	ok, err := VerifyPassword(u.PasswordHash, password)
@@ -152,31 +207,40 @@ func (l *LocalAccounts) Verify(ctx context.Context, username, password, code, ne
 		}
 	}
 	if !ok {
-		u.FailedLogins++
+		// Already counted.
 		why := "bad password or code"
 		if replayed {
 			why = "TOTP code already used"
 		}
-		if u.FailedLogins >= l.maxFailures {
-			u.LockedUntil, u.FailedLogins, why = now.Add(l.lockFor), 0, "bad password or code; account locked"
-		}
-		if err := l.users.UpdateUser(ctx, u); err != nil {
-			return escrow.User{}, err
+		if lockedNow {
+			why = "bad password or code; account locked"
 		}
 		return escrow.User{}, l.fail(ctx, username, why)
 	}
+	// The right credentials start the count again, and lift the lock if
+	// it was this attempt that set it (the maxFailures-th, not a failure).
+	var lift time.Time
+	if lockedNow {
+		lift = now.Add(l.lockFor)
+	}
 	if u.MustChangePassword {
-		if newPassword == "" {
-			return escrow.User{}, ErrPasswordChange
+		err := ErrPasswordChange
+		if newPassword != "" {
+			if err = l.setPassword(ctx, &u, newPassword); err == nil {
+				err = l.savePassword(ctx, u)
+			}
 		}
-		if err := l.setPassword(ctx, &u, newPassword); err != nil {
+		if err != nil {
+			if rerr := l.counts.ResetSignIns(ctx, u.ID, lift, time.Time{}); rerr != nil {
+				return escrow.User{}, rerr
+			}
 			return escrow.User{}, err
 		}
 	}
-	u.FailedLogins, u.LastLoginAt = 0, now
-	if err := l.users.UpdateUser(ctx, u); err != nil {
+	if err := l.counts.ResetSignIns(ctx, u.ID, lift, now); err != nil {
 		return escrow.User{}, err
 	}
+	u.FailedLogins, u.LastLoginAt = 0, now
 	_, err = l.audit.AppendAudit(ctx, escrow.Event{Time: now, Actor: escrow.Actor{Kind: escrow.ActorUser, ID: u.ID, Name: u.DisplayName},
 		Action: ActionLoginSucceeded, Detail: map[string]string{"method": "local", "totp": fmt.Sprint(u.TOTPEnabled)}})
 	return u, err
@@ -289,7 +353,19 @@ func (l *LocalAccounts) ChangePassword(ctx context.Context, userID, old, new str
 	if err := l.setPassword(ctx, &u, new); err != nil {
 		return err
 	}
-	return l.users.UpdateUser(ctx, u)
+	return l.savePassword(ctx, u)
+}
+
+// savePassword writes u's new password onto the user's record as it is now,
+// not as it was read before the password hashing: the sign-in count and
+// lock (and an admin's changes) made meanwhile are kept.
+func (l *LocalAccounts) savePassword(ctx context.Context, u escrow.User) error {
+	cur, err := l.users.User(ctx, u.ID)
+	if err != nil {
+		return err
+	}
+	cur.PasswordHash, cur.MustChangePassword = u.PasswordHash, u.MustChangePassword
+	return l.users.UpdateUser(ctx, cur)
 }
 
 // NewUser is what CreateUser returns once: the one-time password and, with

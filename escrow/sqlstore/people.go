@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -11,9 +12,10 @@ import (
 )
 
 var (
-	_ escrow.UserStore    = (*Store)(nil)
-	_ escrow.TokenStore   = (*Store)(nil)
-	_ escrow.SessionStore = (*Store)(nil)
+	_ escrow.UserStore     = (*Store)(nil)
+	_ escrow.SignInCounter = (*Store)(nil)
+	_ escrow.TokenStore    = (*Store)(nil)
+	_ escrow.SessionStore  = (*Store)(nil)
 )
 
 func encodeList[T ~string](xs []T) string {
@@ -100,6 +102,54 @@ func (s *Store) UpdateUser(ctx context.Context, u escrow.User) error {
 		return affected(res, err)
 	})
 	return wrap("update user "+u.ID, err)
+}
+
+// CountSignIn counts a sign-in attempt in one UPDATE of the current row:
+// PostgreSQL re-checks the WHERE clause on the newest version of a row a
+// concurrent transaction changed, and SQLite runs one write at a time.
+func (s *Store) CountSignIn(ctx context.Context, id string, max int, now, lockUntil time.Time) (admitted, lockedNow bool, err error) {
+	op := "count sign-in of " + id
+	if max < 1 || !lockUntil.After(now) {
+		return false, false, fmt.Errorf("sqlstore: %s: %w: max %d, lock until %v", op, escrow.ErrInvalid, max, lockUntil)
+	}
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		admitted, lockedNow = false, false
+		var locked sql.NullInt64
+		err := tx.QueryRowContext(ctx, s.q(`UPDATE users SET
+				failed_logins = CASE WHEN failed_logins + 1 >= ? THEN 0 ELSE failed_logins + 1 END,
+				locked_until = CASE WHEN failed_logins + 1 >= ? THEN CAST(? AS BIGINT) ELSE locked_until END,
+				updated_at = ?
+			WHERE id = ? AND (locked_until IS NULL OR locked_until <= ?)
+			RETURNING locked_until`),
+			max, max, micros(lockUntil), micros(s.now()), id, micros(now)).Scan(&locked)
+		if errors.Is(err, sql.ErrNoRows) {
+			// Locked, or no such user (ErrNotFound).
+			return tx.QueryRowContext(ctx, s.q(`SELECT locked_until FROM users WHERE id = ?`), id).Scan(&locked)
+		}
+		if err != nil {
+			return err
+		}
+		// A lock still running after the update is this attempt's.
+		admitted, lockedNow = true, locked.Valid && locked.Int64 > micros(now)
+		return nil
+	})
+	return admitted, lockedNow, wrap(op, err)
+}
+
+// ResetSignIns starts a user's sign-in count again.
+func (s *Store) ResetSignIns(ctx context.Context, id string, lift, at time.Time) error {
+	var liftAt sql.NullInt64
+	if !lift.IsZero() {
+		liftAt = nullMicros(lift)
+	}
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.q(`UPDATE users SET failed_logins = 0,
+				locked_until = CASE WHEN locked_until = CAST(? AS BIGINT) THEN NULL ELSE locked_until END,
+				last_login_at = COALESCE(CAST(? AS BIGINT), last_login_at), updated_at = ?
+			WHERE id = ?`), liftAt, nullMicros(at), micros(s.now()), id)
+		return affected(res, err)
+	})
+	return wrap("reset sign-ins of "+id, err)
 }
 
 // Users lists every user, by ID.

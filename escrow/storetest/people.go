@@ -15,6 +15,7 @@ import (
 // PeopleStore is what sign-in, approvals and notifications persist.
 type PeopleStore interface {
 	escrow.UserStore
+	escrow.SignInCounter
 	escrow.TokenStore
 	escrow.SessionStore
 	escrow.ApprovalStore
@@ -27,6 +28,7 @@ type PeopleStore interface {
 // and notifications.
 func RunPeopleStore(t *testing.T, newStore func(t *testing.T) PeopleStore) {
 	t.Run("users", func(t *testing.T) { testUsers(t, newStore(t)) })
+	t.Run("sign-in count", func(t *testing.T) { testSignInCount(t, newStore(t)) })
 	t.Run("api tokens", func(t *testing.T) { testTokens(t, newStore(t)) })
 	t.Run("sessions", func(t *testing.T) { testSessions(t, newStore(t)) })
 	t.Run("approvals", func(t *testing.T) { testApprovals(t, newStore(t)) })
@@ -70,6 +72,107 @@ func testUsers(t *testing.T, s PeopleStore) {
 	}
 	if us := must(s.Users(ctx))(t); len(us) != 2 || us[0].ID != "local:ada" {
 		t.Fatalf("users %+v", us)
+	}
+}
+
+// testSignInCount: concurrent sign-in attempts are each counted, and of
+// concurrent attempts against the lockout limit exactly that many get
+// through, the last of them setting the lock (parallel guesses used to
+// read the same old count and write it back).
+func testSignInCount(t *testing.T, s PeopleStore) {
+	for _, name := range []string{"ada", "bob", "cy"} {
+		if err := s.CreateUser(ctx, escrow.User{ID: "local:" + name, Username: name, Source: "local", Roles: []escrow.Role{escrow.RoleViewer}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lockUntil := t0.Add(15 * time.Minute)
+	concurrently := func(id string, max int) (admitted, locked int) {
+		var (
+			wg sync.WaitGroup
+			mu sync.Mutex
+		)
+		for range 20 {
+			wg.Go(func() {
+				a, l, err := s.CountSignIn(ctx, id, max, t0, lockUntil)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					t.Errorf("count sign-in of %s: %v", id, err)
+				}
+				if a {
+					admitted++
+				}
+				if l {
+					locked++
+				}
+			})
+		}
+		wg.Wait()
+		return admitted, locked
+	}
+
+	// Under the limit: 20 concurrent attempts, a count of 20.
+	if a, l := concurrently("local:ada", 100); a != 20 || l != 0 {
+		t.Fatalf("20 attempts under a limit of 100: %d counted, %d locked", a, l)
+	}
+	if u := must(s.User(ctx, "local:ada"))(t); u.FailedLogins != 20 || !u.LockedUntil.IsZero() {
+		t.Fatalf("after 20 attempts: count %d, locked until %v", u.FailedLogins, u.LockedUntil)
+	}
+	// Against a limit of 5: five get through, the fifth locks the account
+	// and starts the count again, fifteen are refused.
+	if a, l := concurrently("local:bob", 5); a != 5 || l != 1 {
+		t.Fatalf("20 attempts against a limit of 5: %d counted, %d locked; want 5 and 1", a, l)
+	}
+	bob := must(s.User(ctx, "local:bob"))(t)
+	if bob.FailedLogins != 0 || !bob.LockedUntil.Equal(escrow.AuditTime(lockUntil)) {
+		t.Fatalf("after the lock: count %d, locked until %v, want 0 and %v", bob.FailedLogins, bob.LockedUntil, lockUntil)
+	}
+	// While locked: refused and not counted.
+	if a, l, err := s.CountSignIn(ctx, "local:bob", 5, lockUntil.Add(-time.Microsecond), lockUntil.Add(time.Hour)); err != nil || a || l {
+		t.Fatalf("attempt while locked: counted %v, locked %v, %v", a, l, err)
+	}
+	// Another attempt's success does not lift this lock.
+	if err := s.ResetSignIns(ctx, "local:bob", t0.Add(time.Hour), t0); err != nil {
+		t.Fatal(err)
+	}
+	if u := must(s.User(ctx, "local:bob"))(t); u.FailedLogins != 0 || !u.LockedUntil.Equal(escrow.AuditTime(lockUntil)) || !u.LastLoginAt.Equal(escrow.AuditTime(t0)) {
+		t.Fatalf("after another attempt's success: %+v", u)
+	}
+	// Once the lock has run out: counted again.
+	if a, l, err := s.CountSignIn(ctx, "local:bob", 5, lockUntil, lockUntil.Add(time.Hour)); err != nil || !a || l {
+		t.Fatalf("attempt after the lock: counted %v, locked %v, %v", a, l, err)
+	}
+	if u := must(s.User(ctx, "local:bob"))(t); u.FailedLogins != 1 {
+		t.Fatalf("count after the lock: %d, want 1", u.FailedLogins)
+	}
+
+	// Success starts the count again and records the sign-in; without a
+	// time (a one-time password still to change) the last one is kept.
+	if err := s.ResetSignIns(ctx, "local:ada", time.Time{}, t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ResetSignIns(ctx, "local:ada", time.Time{}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if u := must(s.User(ctx, "local:ada"))(t); u.FailedLogins != 0 || !u.LockedUntil.IsZero() || !u.LastLoginAt.Equal(escrow.AuditTime(t0.Add(time.Minute))) {
+		t.Fatalf("after success: %+v", u)
+	}
+	// The attempt that set the lock, with the right password, lifts it.
+	if a, l, err := s.CountSignIn(ctx, "local:cy", 1, t0, lockUntil); err != nil || !a || !l {
+		t.Fatalf("the one attempt of a limit of 1: counted %v, locked %v, %v", a, l, err)
+	}
+	if err := s.ResetSignIns(ctx, "local:cy", lockUntil, t0); err != nil {
+		t.Fatal(err)
+	}
+	if u := must(s.User(ctx, "local:cy"))(t); !u.LockedUntil.IsZero() || u.FailedLogins != 0 {
+		t.Fatalf("own lock not lifted: %+v", u)
+	}
+
+	if _, _, err := s.CountSignIn(ctx, "local:nobody", 5, t0, lockUntil); !errors.Is(err, escrow.ErrNotFound) {
+		t.Fatalf("count sign-in of a missing user: %v", err)
+	}
+	if err := s.ResetSignIns(ctx, "local:nobody", time.Time{}, t0); !errors.Is(err, escrow.ErrNotFound) {
+		t.Fatalf("reset sign-ins of a missing user: %v", err)
 	}
 }
 
