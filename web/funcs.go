@@ -29,6 +29,8 @@ var funcs = template.FuncMap{
 	},
 	"add":      func(a, b int) int { return a + b },
 	"rotation": rotationState,
+	// The form's ticket examples fit only the default pattern.
+	"defaultTicketPattern": func() string { return escrow.DefaultTicketPattern },
 }
 
 var rotationText = map[string]string{

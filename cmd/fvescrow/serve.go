@@ -78,6 +78,9 @@ func (c *serveConfig) Validate() error {
 	if err := c.rotation.validate(); err != nil {
 		return err
 	}
+	if _, err := c.helpdesk.revealPolicy(); err != nil {
+		return err
+	}
 	// Checked before any store is opened, so a refused first start creates
 	// nothing (and loses no one-time password).
 	return c.notify.validate()
