@@ -222,7 +222,10 @@ func enroll(f fleet, i int, topic string) error {
 	}
 	cms := sha256.Sum256([]byte(id))
 	_, _, err := f.meta.RecordKey(ctx, escrow.KeyRecord{
-		Device: escrow.Device{ID: escrow.DeviceID(id), UDID: id, Serial: serial, Attrs: map[string]string{escrow.AttrEnrollmentState: "enrolled"}},
+		Device: escrow.Device{ID: escrow.DeviceID(id), UDID: id, Serial: serial, Attrs: map[string]string{
+			// Enrolled, and its SecurityInfo reported this key (which a
+			// rotation needs before it hands the key out).
+			escrow.AttrEnrollmentState: "enrolled", escrow.AttrKeyProvenAt: time.Now().UTC().Format(time.RFC3339Nano)}},
 		Version: escrow.KeyVersion{Device: escrow.DeviceID(id), Kind: escrow.KindPRK, Source: escrow.SourceSecurityInfo, Status: escrow.StatusEscrowed,
 			SecretVersion: 1, CMSSHA256: hex.EncodeToString(cms[:]), ReceivedAt: time.Now()},
 		CMS:   []byte("cms"),
