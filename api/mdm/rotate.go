@@ -613,10 +613,10 @@ func (c *Capture) deliver(ctx context.Context, id escrow.DeviceID, uuid string) 
 	// command of a rotation still open: a cancelled rotation's command may
 	// still sit in the MDM queue.
 	rc, err := c.store.Command(ctx, id, uuid)
-	if err != nil {
+	if err != nil && !errors.Is(err, escrow.ErrNotFound) {
 		return nil, err
 	}
-	j, open := c.rotationJob(ctx, rc)
+	j, open := c.rotationJob(ctx, rc) // a command fvescrow has no record of is no open rotation's
 	if d, err := c.devices.Device(ctx, id); err != nil {
 		return nil, err
 	} else if !open || d.Attrs[escrow.AttrKeyProvenAt] == "" {
