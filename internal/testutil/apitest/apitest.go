@@ -2,8 +2,9 @@
 // tests of the API, its Go client and the CLI: SQLite or PostgreSQL
 // metadata, the age secret store, the escrow service with the reveal chain
 // wired as serve wires it, local accounts and API tokens. Optionally the
-// embedded MDM door and the companion webhook are mounted too, so every
-// route of the policy table is served.
+// embedded MDM door and the companion webhook, OIDC sign-in against a real
+// provider started in-process, and the web UI are mounted too, as serve
+// mounts them, so every route serve can serve is served.
 package apitest
 
 import (
@@ -18,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -33,7 +35,9 @@ import (
 	"github.com/fvescrow/fvescrow/fde"
 	"github.com/fvescrow/fvescrow/internal/testutil"
 	"github.com/fvescrow/fvescrow/internal/testutil/fakemac"
+	"github.com/fvescrow/fvescrow/web"
 	"github.com/micromdm/nanomdm/storage/diskv"
+	"github.com/oauth2-proxy/mockoidc"
 )
 
 // Options shape the server. The zero value is the embedded default with
@@ -48,6 +52,13 @@ type Options struct {
 	SecurityEmails []string // alerts and reveal notices go here
 	// MDM mounts the embedded MDM door and the companion webhook.
 	MDM bool
+	// OIDC mounts OIDC sign-in (/auth/oidc/*) against a mockoidc provider
+	// the server starts and stops; the provider's group "engineering" maps
+	// to helpdesk.
+	OIDC bool
+	// UI mounts the web UI (web.New, web.Policy) under /ui as serve does,
+	// after OIDC sign-in and offering it when OIDC is on.
+	UI bool
 	// Mounts and ExtraPolicy add routes and their access, as the web UI and
 	// OIDC sign-in do.
 	Mounts      []api.Mounter
@@ -74,6 +85,8 @@ type Server struct {
 	Clock *Clock
 	// StaticToken is an admin token accepted as --api-token-file's is.
 	StaticToken string
+	// IdP is the OIDC provider (Options.OIDC), else nil.
+	IdP *mockoidc.MockOIDC
 
 	dir string
 }
@@ -172,7 +185,7 @@ func New(o Options) (_ *Server, err error) {
 
 	deps := api.Deps{
 		Log: log, Auth: s.Auth, Local: s.Local, Devices: s.Service, Details: s.Meta, Audit: s.Meta, People: s.Meta,
-		Revealer: chain, Approvals: s.Approvals, Mounts: o.Mounts, ExtraPolicy: o.ExtraPolicy,
+		Revealer: chain, Approvals: s.Approvals, Mounts: slices.Clone(o.Mounts), ExtraPolicy: api.Merge(auth.Policy{}, o.ExtraPolicy),
 		Rotations: s.Rotations, RotationStore: s.Meta,
 		Ready: func(w http.ResponseWriter, r *http.Request) {
 			if err := s.Meta.DB().PingContext(r.Context()); err != nil {
@@ -187,10 +200,52 @@ func New(o Options) (_ *Server, err error) {
 			return nil, err
 		}
 	}
+	// The listener comes first: OIDC's redirect URL names it.
+	s.HTTP = httptest.NewUnstartedServer(nil)
+	// OIDC sign-in, then the UI offering it, as serve's buildServer mounts
+	// them (cmd/fvescrow serve.go, oidccmd.go, webcmd.go).
+	var sso web.SSO
+	if o.OIDC {
+		if sso, err = s.mountOIDC(ctx, &deps, log); err != nil {
+			return nil, err
+		}
+	}
+	if o.UI {
+		cfg := web.Config{KeyDisplay: time.Minute, Rules: web.Rules{MinReason: rp.MinReasonLength}, SSO: sso}
+		if rp.TicketPattern != nil {
+			cfg.Rules.TicketPattern = rp.TicketPattern.String()
+		}
+		deps.Mounts = append(deps.Mounts, web.New(deps, cfg))
+		deps.ExtraPolicy = api.Merge(deps.ExtraPolicy, web.Policy())
+	}
 	s.Handler, s.Policy = api.New(deps)
-	s.HTTP = httptest.NewServer(s.Handler)
+	s.HTTP.Config.Handler = s.Handler
+	s.HTTP.Start()
 	s.URL = s.HTTP.URL
 	return s, nil
+}
+
+// mountOIDC starts a mockoidc provider and adds OIDC sign-in against it.
+func (s *Server) mountOIDC(ctx context.Context, deps *api.Deps, log *slog.Logger) (*auth.OIDC, error) {
+	idp, err := mockoidc.Run()
+	if err != nil {
+		return nil, err
+	}
+	s.IdP = idp
+	cfg := auth.OIDCConfig{Issuer: idp.Issuer(), ClientID: idp.ClientID, ClientSecret: auth.NewClientSecret(idp.ClientSecret),
+		RedirectURL: "http://" + s.HTTP.Listener.Addr().String() + auth.OIDCCallbackPath,
+		RoleGroups:  map[escrow.Role][]string{escrow.RoleHelpdesk: {"engineering"}}}
+	onErr := func(w http.ResponseWriter, r *http.Request, err error) { api.WriteError(w, r, log, err) }
+	o, err := auth.NewOIDC(cfg, s.Auth, s.Meta, s.Meta, onErr, auth.OIDCLogger(log))
+	if err != nil {
+		return nil, err
+	}
+	if err := o.Discover(ctx); err != nil {
+		return nil, err
+	}
+	deps.Mounts = append(deps.Mounts, o)
+	deps.ExtraPolicy = api.Merge(deps.ExtraPolicy, o.Policy())
+	return o, nil
 }
 
 // mountMDM adds the embedded MDM door (nanomdm on its file storage, SCEP)
@@ -235,6 +290,9 @@ func (s *Server) mountMDM(ctx context.Context, deps *api.Deps, log *slog.Logger)
 func (s *Server) Close() {
 	if s.HTTP != nil {
 		s.HTTP.Close()
+	}
+	if s.IdP != nil {
+		_ = s.IdP.Shutdown()
 	}
 	if s.Meta != nil {
 		s.Meta.Close()
