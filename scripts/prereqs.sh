@@ -119,3 +119,32 @@ fi
 if [ -d "$pw/node_modules/playwright-core" ]; then
 	echo "export FVESCROW_NODE_MODULES=$pw/node_modules"
 fi
+
+# ICU: the real regex engine behind customRegex and NSPredicate MATCHES, for
+# icuregex's differential test. A small C harness
+# (fde/passcode/icuregex/testdata/icu_harness.c) is built against libicu into
+# the cache, keyed by the source's hash and ICU's version; a cached build
+# counts only if it runs and answers.
+icu_ok() { pkg-config --exists icu-i18n 2>/dev/null && [ -f "$(pkg-config --variable=includedir icu-i18n)/unicode/uregex.h" ]; }
+icu_ok || apt_install libicu-dev pkg-config || true
+command -v gcc >/dev/null || apt_install gcc libc6-dev || true
+icu_src=fde/passcode/icuregex/testdata/icu_harness.c
+harness_ok() { [ -x "$1" ] && [ "$(printf '61\t61\n' | "$1" 2>/dev/null)" = 1 ]; }
+if icu_ok && command -v gcc >/dev/null; then
+	icu_harness="$cache/bin/icu-harness-$(sha256sum "$icu_src" | cut -c1-16)-icu$(pkg-config --modversion icu-i18n)"
+	if ! harness_ok "$icu_harness"; then
+		log "building the ICU harness from $icu_src"
+		# shellcheck disable=SC2046 # pkg-config's flags are meant to split
+		if gcc -O2 -Wall -o "$icu_harness.tmp.$$" "$icu_src" $(pkg-config --cflags --libs icu-i18n) >&2 && harness_ok "$icu_harness.tmp.$$"; then
+			mv "$icu_harness.tmp.$$" "$icu_harness"
+		else
+			rm -f "$icu_harness.tmp.$$"
+			log "building the ICU harness failed; the ICU differential test will fail under FVESCROW_INTEGRATION=1"
+		fi
+	fi
+	if harness_ok "$icu_harness"; then
+		echo "export FVESCROW_ICU_HARNESS=$icu_harness"
+	fi
+else
+	log "no libicu-dev or gcc; the ICU differential test will fail under FVESCROW_INTEGRATION=1"
+fi

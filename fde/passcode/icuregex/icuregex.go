@@ -5,11 +5,15 @@
 // A pattern is parsed here with ICU's syntax rules, checked, and translated
 // for github.com/dlclark/regexp2 (a backtracking engine with .NET syntax):
 // possessive quantifiers (X*+, X++, X?+, X{n,m}+) become atomic groups,
-// \Q...\E becomes escaped literals, free-spacing mode is applied here, named
-// groups keep ICU's numbering, '.' excludes ICU's line terminators, and the
-// escapes regexp2 lacks (\h, \v, \R, \U, \0ooo) are rewritten. ICU
-// constructs that cannot be translated faithfully are refused with
-// [ErrUnsupported] instead of being evaluated differently.
+// \Q...\E becomes escaped literals, named groups keep ICU's numbering, the
+// escapes regexp2 lacks (\h, \v, \U, \0ooo) are rewritten, and the flags
+// are applied here rather than by regexp2: free spacing, '.', '^' and '$'
+// with ICU's line terminators (m, s, d), and case-insensitive matching with
+// Unicode simple case folding (i). \w, \b and the [:alpha:]-style set items
+// use ICU's Unicode definitions (unicode.go). ICU constructs that cannot be
+// translated faithfully are refused with [ErrUnsupported] instead of being
+// evaluated differently. icu_differential_test.go compares all this with
+// libicu itself.
 //
 // [Regexp.MatchString] is a full-string match, as ICU's matches() and
 // NSPredicate MATCHES are: "abc" does not match "abcd". Every match runs

@@ -101,6 +101,29 @@ func TestICUSemantics(t *testing.T) {
 		{"a{2,}", "aaaa", true},
 		{"a{1,2}", "aaa", false},
 		{"a{ 2 }", "aa", false}, // without (?x) the interval cannot contain spaces: a syntax error below
+		// Found by TestICUDifferential (libicu): quantified anchors,
+		// comments, line terminators, ICU's \w and POSIX items, case folding.
+		{"$+", "", true},
+		{"a(?#c)+", "aa", true},
+		{`a$\r`, "a\r", true},
+		{`(?s)a\r$.*`, "a\r\n", false}, // never between CR and LF
+		{"(?ms).*^b", "a\u0085b", true},
+		{"(?s).", "\r\n", true}, // CR LF is one character for (?s).
+		{"(?s)..", "\r\n", false},
+		{"(?d).", "\r", true},
+		{`\w`, "Ⓐ", true}, // Alphabetic, not a letter
+		{`\w`, "\u0903", true},
+		{`.*\b.*`, "\u200c", false},
+		{"[[:upper:]]", "Ⅻ", true},
+		{"[[:xdigit:]]", "Ｆ", true},
+		{`[\b]`, "b", true},
+		{`\c`, "c", true},
+		{"(?i)s", "ſ", true},
+		{"(?i)i", "İ", false},
+		{"(?i)[a-z]", "\u212a", true},
+		{"(?i)[^a]", "A", false},
+		{`(?i)\P{Lu}`, "a", false},
+		{`(?i)\p{Lu}`, "ĸ", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.pattern+"/"+tc.input, func(t *testing.T) {
@@ -151,7 +174,8 @@ func TestCompileErrors(t *testing.T) {
 		{"(?P<n>a)", ErrSyntax},
 		{"(?(1)a|b)", ErrSyntax},
 		{"(?z)", ErrSyntax},
-		{"^*", ErrSyntax},
+		{`\b*`, ErrSyntax}, // ICU lets a quantifier follow ^ and $, not \b
+		{"(?=a)*", ErrSyntax},
 		{"[[:graph:]]", ErrUnsupported},
 		{"[[:alpha]]", ErrSyntax},
 		{"[a-z&&[^b]]", ErrUnsupported},
@@ -163,7 +187,14 @@ func TestCompileErrors(t *testing.T) {
 		{`\p{Alphabetic}`, ErrUnsupported},
 		{strings.Repeat("(", maxDepth+1) + strings.Repeat(")", maxDepth+1), ErrUnsupported},
 		{strings.Repeat("a", MaxPatternLength+1), ErrUnsupported},
-		{"a{1001}", ErrSyntax},
+		{`\pL`, ErrSyntax},
+		{`\p{^L}`, ErrSyntax},
+		{"(?)", ErrSyntax},
+		{"(?<=(?:$)*)a", ErrSyntax}, // unbounded, as ICU counts it
+		{"(?<=a{1,2}+)b", ErrUnsupported},
+		{`\x{D800}`, ErrUnsupported},
+		{"a{1001}", ErrUnsupported}, // valid ICU up to 16777215
+		{"a{16777216}", ErrSyntax},
 	}
 	for _, tc := range tests {
 		t.Run(tc.pattern, func(t *testing.T) {

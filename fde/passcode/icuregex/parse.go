@@ -39,7 +39,7 @@ var groupOpen = map[groupKind]string{
 	gAhead: "(?=", gNegAhead: "(?!", gBehind: "(?<=", gNegBehind: "(?<!",
 }
 
-type flags struct{ i, m, s, x bool }
+type flags struct{ i, m, s, x, d bool }
 
 type node struct {
 	kind  kind
@@ -53,7 +53,10 @@ type node struct {
 	index int
 	name  string // kBackref by name, resolved after parsing
 	off   int
-	fold  bool // case-insensitive (kLit, kSet)
+	fold  bool // case-insensitive (kLit, kBackref)
+
+	anchor bool // kAssert: ^ or $, which ICU lets a quantifier follow
+	crlf   bool // kSet: (?s). also matches CR LF as one character
 
 	once    *sync.Once // kSet: members computed on first use
 	members []rune
@@ -207,15 +210,15 @@ func (p *parser) parseConcat() (*node, error) {
 		if atom == nil {
 			continue
 		}
-		p.skip()
+		p.skipInvisible()
 		if !p.quote && isQuantStart(p.peek()) {
-			if atom.kind == kAssert || atom.kind == kEmpty {
+			if (atom.kind == kAssert && !atom.anchor) || atom.kind == kEmpty || atom.isLookaround() {
 				return nil, p.errf(ErrSyntax, "nothing to repeat")
 			}
 			if atom, err = p.parseQuant(atom); err != nil {
 				return nil, err
 			}
-			p.skip()
+			p.skipInvisible()
 			if !p.quote && isQuantStart(p.peek()) {
 				return nil, p.errf(ErrSyntax, "quantifier follows a quantifier")
 			}
@@ -230,6 +233,43 @@ func (p *parser) parseConcat() (*node, error) {
 
 func isQuantStart(r rune) bool { return r == '*' || r == '+' || r == '?' || r == '{' }
 
+// skipInvisible drops what ICU's scanner drops before it looks for a
+// quantifier, so that one after them applies to the atom before: white
+// space and comments in free-spacing mode, (?#...) comments and empty
+// \Q\E quotes ("a(?#c)+" is "a+").
+func (p *parser) skipInvisible() {
+	for {
+		p.skip()
+		if p.quote {
+			return
+		}
+		rest := p.src[p.pos:]
+		switch {
+		case strings.HasPrefix(rest, "(?#"):
+			end := strings.IndexByte(rest, ')')
+			if end < 0 {
+				return // unterminated: parseGroup reports it
+			}
+			p.pos += end + 1
+		case strings.HasPrefix(rest, `\Q\E`):
+			p.pos += 4
+		default:
+			return
+		}
+	}
+}
+
+func (n *node) isLookaround() bool {
+	if n.kind != kGroup {
+		return false
+	}
+	switch n.group {
+	case gAhead, gNegAhead, gBehind, gNegBehind:
+		return true
+	}
+	return false
+}
+
 func (p *parser) parseQuant(atom *node) (*node, error) {
 	n := &node{kind: kRepeat, sub: []*node{atom}, off: p.pos}
 	switch p.next() {
@@ -240,9 +280,9 @@ func (p *parser) parseQuant(atom *node) (*node, error) {
 	case '?':
 		n.min, n.max = 0, 1
 	case '{':
-		lo, ok := p.number()
-		if !ok {
-			return nil, p.errf(ErrSyntax, "bad interval: {n}, {n,} or {n,m} expected")
+		lo, err := p.number()
+		if err != nil {
+			return nil, err
 		}
 		n.min, n.max = lo, lo
 		p.skip()
@@ -250,10 +290,10 @@ func (p *parser) parseQuant(atom *node) (*node, error) {
 			p.skip()
 			if p.peek() == '}' {
 				n.max = -1
-			} else if hi, ok := p.number(); ok {
+			} else if hi, err := p.number(); err == nil {
 				n.max = hi
 			} else {
-				return nil, p.errf(ErrSyntax, "bad interval: {n}, {n,} or {n,m} expected")
+				return nil, err
 			}
 		}
 		p.skip()
@@ -275,27 +315,121 @@ func (p *parser) parseQuant(atom *node) (*node, error) {
 	return n, nil
 }
 
-func (p *parser) number() (int, bool) {
+// icuMaxRepeat is the largest count ICU accepts in {n,m}.
+const icuMaxRepeat = 0xFFFFFF
+
+func (p *parser) number() (int, error) {
 	p.skip()
 	start := p.pos
 	for !p.eof() && p.peek() >= '0' && p.peek() <= '9' {
 		p.next()
 	}
 	if p.pos == start {
-		return 0, false
+		return 0, p.errf(ErrSyntax, "bad interval: {n}, {n,} or {n,m} expected")
 	}
 	v, err := strconv.Atoi(p.src[start:p.pos])
-	if err != nil || v > maxRepeat {
+	switch {
+	case err != nil || v > icuMaxRepeat:
 		p.pos = start
-		return 0, false
+		return 0, p.errf(ErrSyntax, "bad interval: count above %d", icuMaxRepeat)
+	case v > maxRepeat:
+		p.pos = start
+		return 0, p.errf(ErrUnsupported, "repetition count above %d", maxRepeat)
 	}
-	return v, true
+	return v, nil
 }
 
 func (p *parser) lit(r rune) *node { return &node{kind: kLit, r: r, fold: p.fl.i} }
 
 func (p *parser) set(src string) *node {
-	return &node{kind: kSet, src: src, fold: p.fl.i, once: new(sync.Once)}
+	return &node{kind: kSet, src: src, once: new(sync.Once)}
+}
+
+// lineEnds are ICU's line terminators (CR LF also counts as one).
+const lineEnds = `\n\x0B\f\r\x85\u2028\u2029`
+
+// endAnchor is ICU's $ outside multi-line mode, and \Z: the end of the
+// input, or before a line terminator that ends it (not between CR and LF).
+const endAnchor = `(?:\z|(?=[\x0B\f\r\x85\u2028\u2029]\z)|(?<!\r)(?=\n\z)|(?=\r\n\z))`
+
+// anchor translates ^ and $ with ICU's line terminators under the current
+// flags: m (multi-line) and d (UNIX_LINES: only LF ends a line).
+func (p *parser) anchor(r rune) *node {
+	var src string
+	switch {
+	case r == '^' && !p.fl.m:
+		src = `^`
+	case r == '^' && p.fl.d:
+		src = `(?:\A|(?<=\n)(?!\z))`
+	case r == '^': // after any line terminator, but not at the end of the input
+		src = `(?:\A|(?<=[` + lineEnds + `])(?!\z))`
+	case !p.fl.m && p.fl.d:
+		src = `(?=\n?\z)`
+	case !p.fl.m:
+		src = endAnchor
+	case p.fl.d:
+		src = `(?=\n|\z)`
+	default: // before any line terminator, but not between CR and LF
+		src = `(?:\z|(?=[\x0B\f\r\x85\u2028\u2029])|(?<!\r)(?=\n))`
+	}
+	return &node{kind: kAssert, src: src, anchor: true}
+}
+
+// class returns the set node for a character class: pos is the inside of
+// a regexp2 class (characters, ranges, escapes, \p{...}), negProps the
+// names of \P{...} items in it, neg whether the whole set is negated.
+//
+// Under (?i) the set is closed under simple case folding as ICU closes it:
+// each item's closure is taken before that item, or the whole set, is
+// negated ((?i)[^a] matches neither a nor A; (?i)\P{Lu} matches no cased
+// letter). regexp2's own IgnoreCase is never used; it lower-cases instead.
+func (p *parser) class(pos string, negProps []string, neg bool) *node {
+	if !p.fl.i {
+		var b strings.Builder
+		b.WriteByte('[')
+		if neg {
+			b.WriteByte('^')
+		}
+		b.WriteString(pos)
+		for _, name := range negProps {
+			b.WriteString(`\P{` + name + `}`)
+		}
+		b.WriteByte(']')
+		return p.set(b.String())
+	}
+	posCls := ""
+	if pos != "" {
+		posCls = `[` + pos + closureExtras(pos) + `]`
+	}
+	if len(negProps) == 0 {
+		if neg {
+			return p.set(`[^` + posCls[1:])
+		}
+		return p.set(posCls)
+	}
+	// Negated items cannot be combined inside one regexp2 class once
+	// closed: test the next character against each, then consume it.
+	var b strings.Builder
+	b.WriteString("(?:")
+	if neg {
+		if posCls != "" {
+			b.WriteString("(?!" + posCls + ")")
+		}
+		for _, name := range negProps {
+			b.WriteString(`(?=[\p{` + name + `}` + closureExtras(`\p{`+name+`}`) + `])`)
+		}
+	} else {
+		var alts []string
+		if posCls != "" {
+			alts = append(alts, "(?="+posCls+")")
+		}
+		for _, name := range negProps {
+			alts = append(alts, `(?![\p{`+name+`}`+closureExtras(`\p{`+name+`}`)+`])`)
+		}
+		b.WriteString("(?:" + strings.Join(alts, "|") + ")")
+	}
+	b.WriteString(`(?s:.))`)
+	return p.set(b.String())
 }
 
 // parseAtom returns nil for things that match nothing and take no
@@ -324,12 +458,20 @@ func (p *parser) parseAtom() (*node, error) {
 	case '[':
 		return p.parseClass()
 	case '.':
-		if p.fl.s {
-			return p.set(`(?s:.)`), nil
+		switch {
+		case p.fl.s:
+			// ICU's . takes CR LF whole and never gives back the LF; written
+			// without an atomic group so that it reads the same backwards
+			// (in a look-behind).
+			n := p.set(`(?:\r\n|\r(?!\n)|[^\r])`)
+			n.crlf = true
+			return n, nil
+		case p.fl.d:
+			return p.set(`[^\n]`), nil
 		}
-		return p.set(`[^\n\x0B\f\r\x85\u2028\u2029]`), nil
+		return p.set(`[^` + lineEnds + `]`), nil
 	case '^', '$':
-		return &node{kind: kAssert, src: string(r)}, nil
+		return p.anchor(r), nil
 	case '\\':
 		return p.parseEscape()
 	case '*', '+', '?', '{':
@@ -388,14 +530,14 @@ func (p *parser) parseGroup(start int) (*node, error) {
 			}
 		default:
 			p.pos -= utf8.RuneLen(r)
-			open, standalone, err := p.flagGroup()
+			standalone, err := p.flagGroup()
 			if err != nil {
 				return nil, err
 			}
 			if standalone {
-				return &node{kind: kEmpty, src: open}, nil
+				return &node{kind: kEmpty}, nil
 			}
-			g.group, g.src = gNonCapture, open
+			g.group = gNonCapture
 		}
 	} else {
 		p.ncap++
@@ -411,8 +553,16 @@ func (p *parser) parseGroup(start int) (*node, error) {
 		return nil, p.errf(ErrSyntax, "missing )")
 	}
 	p.fl = saved
-	if (g.group == gBehind || g.group == gNegBehind) && body.maxLen() < 0 {
-		return nil, &Error{Offset: start, Msg: "look-behind pattern must have a bounded maximum length", Err: ErrSyntax}
+	if g.group == gBehind || g.group == gNegBehind {
+		if body.behindLen() < 0 {
+			return nil, &Error{Offset: start, Msg: "look-behind pattern must have a bounded maximum length", Err: ErrSyntax}
+		}
+		// ICU tries the look-behind forwards from each possible start;
+		// regexp2 matches it backwards. The two agree except where a
+		// match cannot be given back.
+		if body.hasAtomic() {
+			return nil, &Error{Offset: start, Msg: "possessive quantifier or atomic group inside a look-behind", Err: ErrUnsupported}
+		}
 	}
 	g.sub = []*node{body}
 	return g, nil
@@ -431,54 +581,41 @@ func (p *parser) groupName() string {
 	return p.src[start:p.pos]
 }
 
-// flagGroup parses the flags of (?imsx-imsx) or (?imsx-imsx: after "(?".
-// It returns the regexp2 text to emit: flags i and m are passed on; s and x
-// are applied by the parser itself.
-func (p *parser) flagGroup() (open string, standalone bool, err error) {
+// flagGroup parses the flags of (?imsxdu-imsxdu) or (?imsxdu-imsxdu: after
+// "(?". The parser applies every flag itself (case folding, line
+// terminators, dot-all, free spacing), so nothing is passed to regexp2.
+// u (Unicode case) is accepted and ignored, as ICU does.
+func (p *parser) flagGroup() (standalone bool, err error) {
 	on := true
-	var setOn, setOff strings.Builder
-	for {
+	n := 0
+	for ; ; n++ {
 		r := p.next()
 		switch r {
-		case 'i', 'm', 's', 'x':
-			switch r {
-			case 'i':
-				p.fl.i = on
-			case 'm':
-				p.fl.m = on
-			case 's':
-				p.fl.s = on
-			case 'x':
-				p.fl.x = on
-			}
-			if r == 'i' || r == 'm' {
-				if on {
-					setOn.WriteRune(r)
-				} else {
-					setOff.WriteRune(r)
-				}
-			}
+		case 'i':
+			p.fl.i = on
+		case 'm':
+			p.fl.m = on
+		case 's':
+			p.fl.s = on
+		case 'x':
+			p.fl.x = on
+		case 'd':
+			p.fl.d = on
+		case 'u':
 		case '-':
 			if !on {
-				return "", false, p.errf(ErrSyntax, "bad flag group")
+				return false, p.errf(ErrSyntax, "bad flag group")
 			}
 			on = false
 		case 'w':
-			return "", false, p.errf(ErrUnsupported, "flag w (Unicode word boundaries)")
+			return false, p.errf(ErrUnsupported, "flag w (Unicode word boundaries)")
 		case ')', ':':
-			f := setOn.String()
-			if setOff.Len() > 0 {
-				f += "-" + setOff.String()
+			if n == 0 && r == ')' {
+				return false, p.errf(ErrSyntax, "bad group: (?)")
 			}
-			if r == ')' {
-				if f == "" {
-					return "", true, nil
-				}
-				return "(?" + f + ")", true, nil
-			}
-			return "(?" + f + ":", false, nil
+			return r == ')', nil
 		default:
-			return "", false, p.errf(ErrSyntax, "bad group: (?%c", r)
+			return false, p.errf(ErrSyntax, "bad group: (?%c", r)
 		}
 	}
 }
@@ -494,23 +631,29 @@ func (p *parser) parseEscape() (*node, error) {
 	case 'Q':
 		p.quote = true
 		return nil, nil
-	case 'd', 'D', 's', 'S', 'w', 'W':
-		return p.set(`\` + string(r)), nil
-	case 'h':
-		return p.set(`[\t\p{Zs}]`), nil
-	case 'H':
-		return p.set(`[^\t\p{Zs}]`), nil
-	case 'v':
-		return p.set(`[\n\x0B\f\r\x85\u2028\u2029]`), nil
-	case 'V':
-		return p.set(`[^\n\x0B\f\r\x85\u2028\u2029]`), nil
+	case 'd', 'D':
+		return p.class(`\d`, nil, r == 'D'), nil
+	case 's', 'S':
+		return p.class(`\s`, nil, r == 'S'), nil
+	case 'w', 'W':
+		return p.class(icuClassesOnce().word, nil, r == 'W'), nil
+	case 'h', 'H':
+		return p.class(`\t\p{Zs}`, nil, r == 'H'), nil
+	case 'v', 'V':
+		return p.class(lineEnds, nil, r == 'V'), nil
 	case 'p', 'P':
-		src, err := p.property(r)
+		name, neg, err := p.property(r)
 		if err != nil {
 			return nil, err
 		}
-		return p.set(src), nil
-	case 'b', 'B', 'A', 'G', 'Z', 'z':
+		return p.class(`\p{`+name+`}`, nil, neg), nil
+	case 'b':
+		return &node{kind: kAssert, src: `(?:` + icuClassesOnce().boundary + `)`}, nil
+	case 'B':
+		return &node{kind: kAssert, src: `(?!` + icuClassesOnce().boundary + `)`}, nil
+	case 'Z':
+		return &node{kind: kAssert, src: endAnchor}, nil
+	case 'A', 'G', 'z':
 		return &node{kind: kAssert, src: `\` + string(r)}, nil
 	case 'X', 'R', 'N':
 		p.pos = start
@@ -523,7 +666,7 @@ func (p *parser) parseEscape() (*node, error) {
 		if name == "" || !p.eat('>') {
 			return nil, p.errf(ErrSyntax, `bad \k<name>`)
 		}
-		n := &node{kind: kBackref, name: name, off: start}
+		n := &node{kind: kBackref, name: name, off: start, fold: p.fl.i}
 		p.refs = append(p.refs, n)
 		return n, nil
 	}
@@ -562,11 +705,10 @@ func (p *parser) escapedChar(r rune) (rune, error) {
 	case 't':
 		return '\t', nil
 	case 'c':
-		c := p.next()
-		if c < 0 || c > 0x7F {
-			return 0, p.errf(ErrSyntax, `bad \c escape`)
+		if p.eof() { // as ICU: a final \c is the letter
+			return 'c', nil
 		}
-		return c & 0x1F, nil
+		return p.next() & 0x1F, nil
 	case '0':
 		v, k := 0, 0
 		for ; k < 3 && p.peek() >= '0' && p.peek() <= '7'; k++ {
@@ -611,10 +753,10 @@ func (p *parser) hex(min, max int) (rune, error) {
 	for ; k < max && hexVal(p.peek()) >= 0; k++ {
 		v = v*16 + hexVal(p.next())
 	}
-	if k < min || v > utf8.MaxRune || (v >= 0xD800 && v <= 0xDFFF) {
+	if k < min || v > utf8.MaxRune {
 		return 0, p.errf(ErrSyntax, "bad hexadecimal escape")
 	}
-	return rune(v), nil
+	return checkSurrogate(p, v)
 }
 
 func (p *parser) hexUntilBrace() (rune, error) {
@@ -623,8 +765,17 @@ func (p *parser) hexUntilBrace() (rune, error) {
 		v = v*16 + hexVal(p.next())
 		k++
 	}
-	if k == 0 || !p.eat('}') || v > utf8.MaxRune || (v >= 0xD800 && v <= 0xDFFF) {
+	if k == 0 || !p.eat('}') || v > utf8.MaxRune {
 		return 0, p.errf(ErrSyntax, `bad \x{...} escape`)
+	}
+	return checkSurrogate(p, v)
+}
+
+// checkSurrogate refuses a surrogate code point: ICU accepts one (it
+// matches UTF-16 text), but a Go string cannot hold it.
+func checkSurrogate(p *parser, v int) (rune, error) {
+	if v >= 0xD800 && v <= 0xDFFF {
+		return 0, p.errf(ErrUnsupported, "surrogate code point U+%04X", v)
 	}
 	return rune(v), nil
 }
@@ -640,32 +791,23 @@ var propertyNames = map[string]string{
 	"separator": "Z", "space_separator": "Zs", "control": "Cc", "other": "C",
 }
 
-func (p *parser) property(r rune) (string, error) {
-	var name string
-	if p.eat('{') {
-		start := p.pos
-		for !p.eof() && p.peek() != '}' {
-			p.next()
-		}
-		name = p.src[start:p.pos]
-		if !p.eat('}') {
-			return "", p.errf(ErrSyntax, `missing } in \%c{...}`, r)
-		}
-	} else {
-		c := p.next()
-		if c < 0 {
-			return "", p.errf(ErrSyntax, `bad \%c`, r)
-		}
-		name = string(c)
+// property reads the {name} of \p{name} or \P{name} (r) and returns the
+// name regexp2 knows it by, and whether the set is negated.
+func (p *parser) property(r rune) (name string, neg bool, err error) {
+	if !p.eat('{') { // ICU requires the braces: \pL is an error
+		return "", false, p.errf(ErrSyntax, `\%c must be followed by {name}`, r)
+	}
+	start := p.pos
+	for !p.eof() && p.peek() != '}' {
+		p.next()
+	}
+	name = p.src[start:p.pos]
+	if !p.eat('}') {
+		return "", false, p.errf(ErrSyntax, `missing } in \%c{...}`, r)
 	}
 	name = strings.TrimSpace(name)
-	if strings.HasPrefix(name, "^") {
-		name = strings.TrimSpace(name[1:])
-		if r == 'p' {
-			r = 'P'
-		} else {
-			r = 'p'
-		}
+	if strings.HasPrefix(name, "^") { // an error in ICU's \p{...} (not in [:^name:])
+		return "", false, p.errf(ErrSyntax, `\%c{^...}`, r)
 	}
 	key := strings.ToLower(strings.NewReplacer(" ", "_", "-", "_").Replace(name))
 	if strings.HasPrefix(key, "gc=") || strings.HasPrefix(key, "general_category=") {
@@ -677,24 +819,22 @@ func (p *parser) property(r rune) (string, error) {
 	}
 	for _, c := range name {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-			return "", p.errf(ErrUnsupported, "property %q", name)
+			return "", false, p.errf(ErrUnsupported, "property %q", name)
 		}
 	}
 	if name == "" {
-		return "", p.errf(ErrSyntax, "empty property name")
+		return "", false, p.errf(ErrSyntax, "empty property name")
 	}
-	return `\` + string(r) + "{" + name + "}", nil
+	return name, r == 'P', nil
 }
 
 // parseClass parses a set after its '['. ICU set operations (nested sets,
-// &&, --, [:name:]) are refused: regexp2 would read them differently.
+// &&, --) are refused: regexp2 would read them differently.
 func (p *parser) parseClass() (*node, error) {
 	start := p.pos - 1
 	var b strings.Builder
-	b.WriteByte('[')
-	if p.eat('^') {
-		b.WriteByte('^')
-	}
+	var negProps []string
+	neg := p.eat('^')
 	first := true
 	for {
 		p.skip()
@@ -722,24 +862,31 @@ func (p *parser) parseClass() (*node, error) {
 		case r == '-' && p.peek() == '-':
 			return nil, p.errf(ErrUnsupported, "set difference --")
 		}
-		lo, cls, err := p.classItem(r)
+		lo, cls, negProp, err := p.classItem(r)
 		if err != nil {
 			return nil, err
+		}
+		if negProp != "" {
+			negProps = append(negProps, negProp)
+			continue
 		}
 		if cls != "" {
 			b.WriteString(cls)
 			continue
 		}
 		p.skip()
+		if p.peek() == '-' && p.peekAt(1) == '-' {
+			return nil, p.errf(ErrUnsupported, "set difference --")
+		}
 		if p.peek() == '-' && p.peekAt(1) != ']' && p.peekAt(1) != -1 {
 			p.next()
 			p.skip()
 			r2 := p.next()
-			hi, cls2, err := p.classItem(r2)
+			hi, cls2, neg2, err := p.classItem(r2)
 			if err != nil {
 				return nil, err
 			}
-			if cls2 != "" {
+			if cls2 != "" || neg2 != "" {
 				return nil, p.errf(ErrSyntax, "a range cannot end in a character class")
 			}
 			if hi < lo {
@@ -752,17 +899,19 @@ func (p *parser) parseClass() (*node, error) {
 		}
 		writeClassLit(&b, lo)
 	}
-	b.WriteByte(']')
-	return p.set(b.String()), nil
+	return p.class(b.String(), negProps, neg), nil
 }
 
-// posixClasses maps ICU's [:name:] set items to regexp2 classes. alpha,
-// upper and lower approximate ICU's Alphabetic, Uppercase and Lowercase
-// properties by general categories (docs/passcode.md).
-var posixClasses = map[string]string{
-	"digit": `\p{Nd}`, "alpha": `\p{L}\p{Nl}`, "alnum": `\p{L}\p{Nl}\p{Nd}`, "upper": `\p{Lu}`,
-	"lower": `\p{Ll}`, "punct": `\p{P}`, "space": `\s`, "blank": `\t\p{Zs}`, "xdigit": `0-9A-Fa-f`,
-	"cntrl": `\p{Cc}`,
+// posixClasses maps ICU's [:name:] set items to the inside of a regexp2
+// class; alpha, upper, lower, alnum and xdigit are ICU's Unicode
+// properties (unicode.go).
+var posixClasses = map[string]func() string{
+	"digit": func() string { return `\p{Nd}` }, "punct": func() string { return `\p{P}` },
+	"space": func() string { return `\s` }, "blank": func() string { return `\t\p{Zs}` },
+	"cntrl": func() string { return `\p{Cc}` },
+	"alpha": func() string { return icuClassesOnce().alpha }, "alnum": func() string { return icuClassesOnce().alnum },
+	"upper": func() string { return icuClassesOnce().upper }, "lower": func() string { return icuClassesOnce().lower },
+	"xdigit": func() string { return icuClassesOnce().xdig },
 }
 
 // posixClass reads [:name:] after its '['.
@@ -780,36 +929,44 @@ func (p *parser) posixClass() (string, error) {
 	if !ok {
 		return "", p.errf(ErrUnsupported, "[:%s:]", name)
 	}
-	return cls, nil
+	return cls(), nil
 }
 
-// classItem reads one set element starting with r: a character (lit) or a
-// class escape (cls, regexp2 text to put inside brackets).
-func (p *parser) classItem(r rune) (lit rune, cls string, err error) {
+// classItem reads one set element starting with r: a character (lit), a
+// class escape (cls, regexp2 text to put inside brackets), or \P{name}
+// (negProp: name).
+func (p *parser) classItem(r rune) (lit rune, cls, negProp string, err error) {
 	if r != '\\' {
-		return r, "", nil
+		return r, "", "", nil
 	}
 	if p.eof() {
-		return 0, "", p.errf(ErrSyntax, "trailing backslash")
+		return 0, "", "", p.errf(ErrSyntax, "trailing backslash")
 	}
 	e := p.next()
 	switch e {
-	case 'd', 'D', 's', 'S', 'w', 'W':
-		return 0, `\` + string(e), nil
+	case 'd', 'D', 's', 'S': // the same sets in ICU and regexp2, and caseless
+		return 0, `\` + string(e), "", nil
+	case 'w':
+		return 0, icuClassesOnce().word, "", nil
+	case 'W':
+		return 0, icuClassesOnce().notWord, "", nil
 	case 'h':
-		return 0, `\t\p{Zs}`, nil
+		return 0, `\t\p{Zs}`, "", nil
 	case 'v':
-		return 0, `\n\x0B\f\r\x85\u2028\u2029`, nil
+		return 0, lineEnds, "", nil
 	case 'p', 'P':
-		src, err := p.property(e)
-		return 0, src, err
-	case 'b':
-		return 8, "", nil
+		name, neg, err := p.property(e)
+		if neg {
+			return 0, "", name, err
+		}
+		return 0, `\p{` + name + `}`, "", err
+	case 'b': // as ICU: the letter, not a backspace
+		return 'b', "", "", nil
 	case 'Q', 'H', 'V', 'N', 'X', 'R':
-		return 0, "", p.errf(ErrUnsupported, `\%c inside a set`, e)
+		return 0, "", "", p.errf(ErrUnsupported, `\%c inside a set`, e)
 	}
 	c, err := p.escapedChar(e)
-	return c, "", err
+	return c, "", "", err
 }
 
 func writeClassLit(b *strings.Builder, r rune) {
@@ -839,7 +996,19 @@ func writeLit(b *strings.Builder, r rune) {
 func (n *node) emit(b *strings.Builder) {
 	switch n.kind {
 	case kLit:
-		writeLit(b, n.r)
+		var o []rune
+		if n.fold {
+			o = orbit(n.r) // n.r and what simple case folding equates with it
+		}
+		if len(o) > 1 {
+			b.WriteByte('[')
+			for _, r := range o {
+				writeClassLit(b, r)
+			}
+			b.WriteByte(']')
+		} else {
+			writeLit(b, n.r)
+		}
 	case kSet, kAssert, kEmpty:
 		b.WriteString(n.src)
 	case kConcat:
@@ -865,7 +1034,13 @@ func (n *node) emit(b *strings.Builder) {
 		if n.mode == '+' {
 			b.WriteString("(?>")
 		}
-		n.sub[0].emit(b)
+		if n.sub[0].kind == kAssert { // ^* and $+ are valid ICU
+			b.WriteString("(?:")
+			n.sub[0].emit(b)
+			b.WriteByte(')')
+		} else {
+			n.sub[0].emit(b)
+		}
 		switch {
 		case n.min == 0 && n.max == -1:
 			b.WriteByte('*')
@@ -887,14 +1062,73 @@ func (n *node) emit(b *strings.Builder) {
 			b.WriteByte(')')
 		}
 	case kBackref:
-		fmt.Fprintf(b, `\k<%d>`, n.index)
+		if n.fold { // regexp2 lower-cases; ICU folds (docs/passcode.md)
+			fmt.Fprintf(b, `(?i:\k<%d>)`, n.index)
+		} else {
+			fmt.Fprintf(b, `\k<%d>`, n.index)
+		}
 	}
+}
+
+// behindLen is maxLen as ICU computes it to bound a look-behind: an
+// unbounded repetition is unbounded even when what it repeats is empty.
+func (n *node) behindLen() int {
+	switch n.kind {
+	case kConcat, kAlt:
+		t := 0
+		for _, s := range n.sub {
+			m := s.behindLen()
+			if m < 0 {
+				return -1
+			}
+			if n.kind == kConcat {
+				t += m
+			} else {
+				t = max(t, m)
+			}
+		}
+		return t
+	case kGroup:
+		if n.isLookaround() {
+			return 0
+		}
+		return n.sub[0].behindLen()
+	case kRepeat:
+		m := n.sub[0].behindLen()
+		if m < 0 || n.max < 0 {
+			return -1
+		}
+		return m * n.max
+	}
+	return n.maxLen()
+}
+
+// hasAtomic reports a possessive quantifier or an atomic group outside
+// nested look-arounds (which keep their own direction).
+func (n *node) hasAtomic() bool {
+	if (n.kind == kRepeat && n.mode == '+') || (n.kind == kGroup && n.group == gAtomic) {
+		return true
+	}
+	if n.isLookaround() {
+		return false
+	}
+	for _, s := range n.sub {
+		if s.hasAtomic() {
+			return true
+		}
+	}
+	return false
 }
 
 // maxLen is the longest match in runes, -1 if unbounded.
 func (n *node) maxLen() int {
 	switch n.kind {
-	case kLit, kSet:
+	case kLit:
+		return 1
+	case kSet:
+		if n.crlf {
+			return 2
+		}
 		return 1
 	case kAssert, kEmpty:
 		return 0

@@ -128,11 +128,8 @@ func (s *sampler) walk(n *node) bool {
 // computed once with the engine itself.
 func (n *node) setMembers() []rune {
 	n.once.Do(func() {
-		opt := regexp2.None
-		if n.fold {
-			opt = regexp2.IgnoreCase
-		}
-		re, err := regexp2.Compile(`\A(?:`+n.src+`)\z`, opt)
+		// Case folding is part of src (parser.class).
+		re, err := regexp2.Compile(`\A(?:`+n.src+`)\z`, regexp2.None)
 		if err != nil {
 			return
 		}
