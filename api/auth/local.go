@@ -40,8 +40,7 @@ type Secrets interface {
 // LocalAccounts signs in local users (argon2id passwords, optional TOTP) and
 // manages them. Repeated failures lock an account for a while.
 type LocalAccounts struct {
-	users       escrow.UserStore
-	counts      escrow.SignInCounter
+	users       Users
 	sessions    escrow.SessionStore
 	secrets     Secrets
 	audit       Auditor
@@ -50,103 +49,27 @@ type LocalAccounts struct {
 	lockFor     time.Duration
 	dummyHash   string
 
-	// steps remembers the last TOTP time step that signed each user in, so
-	// that a code is accepted once (RFC 6238 §5.2); stepMu makes the check
-	// and the record one step for concurrent sign-ins of this process.
-	steps  totpSteps
+	// stepMu makes checking and recording a TOTP code's time step one
+	// step for the concurrent sign-ins of this process.
 	stepMu sync.Mutex
 }
 
-// totpSteps keeps small named values: the metadata store's settings (one
-// row per TOTP user, replaced at each sign-in).
-type totpSteps interface {
+// Users is what local accounts need of the metadata store: the users; a
+// sign-in count kept on the current row (one statement, so concurrent
+// guesses through any replica cannot lose a count); and settings, where the
+// last TOTP time step that signed each user in is kept (RFC 6238 §5.2: a
+// code is accepted once, also after a restart or on another replica).
+type Users interface {
+	escrow.UserStore
+	escrow.SignInCounter
 	Setting(ctx context.Context, name string) ([]byte, error)
 	PutSetting(ctx context.Context, name string, value []byte) error
 }
 
-// memorySteps keeps the last steps in memory, for a user store without
-// settings (none of fvescrow's own).
-type memorySteps struct {
-	mu sync.Mutex
-	m  map[string][]byte
-}
-
-func (m *memorySteps) Setting(_ context.Context, name string) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	v, ok := m.m[name]
-	if !ok {
-		return nil, escrow.ErrNotFound
-	}
-	return v, nil
-}
-
-func (m *memorySteps) PutSetting(_ context.Context, name string, value []byte) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.m[name] = value
-	return nil
-}
-
-// serialCounter counts sign-ins for a user store that cannot count them
-// itself (none of fvescrow's own): each change is read and written back
-// under one lock, so it holds for the sign-ins of this process only.
-type serialCounter struct {
-	mu    sync.Mutex
-	users escrow.UserStore
-}
-
-func (c *serialCounter) CountSignIn(ctx context.Context, id string, max int, now, lockUntil time.Time) (admitted, lockedNow bool, err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	u, err := c.users.User(ctx, id)
-	if err != nil || now.Before(u.LockedUntil) {
-		return false, false, err
-	}
-	if u.FailedLogins++; u.FailedLogins >= max {
-		u.FailedLogins, u.LockedUntil, lockedNow = 0, lockUntil, true
-	}
-	return true, lockedNow, c.users.UpdateUser(ctx, u)
-}
-
-func (c *serialCounter) ResetSignIns(ctx context.Context, id string, lift, at time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	u, err := c.users.User(ctx, id)
-	if err != nil {
-		return err
-	}
-	u.FailedLogins = 0
-	if !lift.IsZero() && u.LockedUntil.Equal(lift) {
-		u.LockedUntil = time.Time{}
-	}
-	if !at.IsZero() {
-		u.LastLoginAt = at
-	}
-	return c.users.UpdateUser(ctx, u)
-}
-
 // NewLocalAccounts returns the local account service.
-func NewLocalAccounts(users escrow.UserStore, sessions escrow.SessionStore, secrets Secrets, audit Auditor) *LocalAccounts {
+func NewLocalAccounts(users Users, sessions escrow.SessionStore, secrets Secrets, audit Auditor) *LocalAccounts {
 	dummy, _ := HashPassword("not a password of anyone")
-	l := &LocalAccounts{users: users, sessions: sessions, secrets: secrets, audit: audit, now: time.Now, maxFailures: 5, lockFor: 15 * time.Minute, dummyHash: dummy}
-	// The users' own store keeps the last steps where it can (the SQL
-	// store's settings), so that a restart or another replica does not
-	// accept a used code again.
-	if st, ok := users.(totpSteps); ok {
-		l.steps = st
-	} else {
-		l.steps = &memorySteps{m: map[string][]byte{}}
-	}
-	// The lockout is counted by the users' own store where it can (one
-	// statement on the current row), so that concurrent sign-ins, through
-	// this process or another replica, cannot lose a count.
-	if c, ok := users.(escrow.SignInCounter); ok {
-		l.counts = c
-	} else {
-		l.counts = &serialCounter{users: users}
-	}
-	return l
+	return &LocalAccounts{users: users, sessions: sessions, secrets: secrets, audit: audit, now: time.Now, maxFailures: 5, lockFor: 15 * time.Minute, dummyHash: dummy}
 }
 
 // WithClock sets the clock (tests).
@@ -184,7 +107,7 @@ func (l *LocalAccounts) Verify(ctx context.Context, username, password, code, ne
 	// lock of the current row, not of u: of any number of concurrent
 	// guesses, no more than maxFailures are checked before the lock, and
 	// the one that reaches it sets the lock.
-	admitted, lockedNow, err := l.counts.CountSignIn(ctx, u.ID, l.maxFailures, now, now.Add(l.lockFor))
+	admitted, lockedNow, err := l.users.CountSignIn(ctx, u.ID, l.maxFailures, now, now.Add(l.lockFor))
 	if err != nil {
 		return escrow.User{}, err
 	}
@@ -231,13 +154,13 @@ func (l *LocalAccounts) Verify(ctx context.Context, username, password, code, ne
 			}
 		}
 		if err != nil {
-			if rerr := l.counts.ResetSignIns(ctx, u.ID, lift, time.Time{}); rerr != nil {
+			if rerr := l.users.ResetSignIns(ctx, u.ID, lift, time.Time{}); rerr != nil {
 				return escrow.User{}, rerr
 			}
 			return escrow.User{}, err
 		}
 	}
-	if err := l.counts.ResetSignIns(ctx, u.ID, lift, now); err != nil {
+	if err := l.users.ResetSignIns(ctx, u.ID, lift, now); err != nil {
 		return escrow.User{}, err
 	}
 	u.FailedLogins, u.LastLoginAt = 0, now
@@ -261,7 +184,7 @@ func totpStepName(userID string) string { return "totp-last-step/" + userID }
 // lastTOTPStep is the time step of the last code that signed userID in (0:
 // none yet).
 func (l *LocalAccounts) lastTOTPStep(ctx context.Context, userID string) (int64, error) {
-	v, err := l.steps.Setting(ctx, totpStepName(userID))
+	v, err := l.users.Setting(ctx, totpStepName(userID))
 	if errors.Is(err, escrow.ErrNotFound) {
 		return 0, nil
 	}
@@ -315,7 +238,7 @@ func (l *LocalAccounts) checkTOTP(ctx context.Context, u escrow.User, code strin
 			continue // the same code may stand for a later step too
 		}
 		if use {
-			if err := l.steps.PutSetting(ctx, totpStepName(u.ID), []byte(strconv.FormatInt(step, 10))); err != nil {
+			if err := l.users.PutSetting(ctx, totpStepName(u.ID), []byte(strconv.FormatInt(step, 10))); err != nil {
 				return false, false, err
 			}
 		}
