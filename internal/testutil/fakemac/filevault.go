@@ -15,14 +15,5 @@ func (m *Mac) DisableFileVault() {
 func (m *Mac) RevertPRK(key string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.prk, m.cms = key, nil
-	if m.escrowCert == nil {
-		return nil
-	}
-	cms, err := EncryptCMS(m.escrowCert, key)
-	if err != nil {
-		return err
-	}
-	m.cms = cms
-	return nil
+	return m.setPRKLocked(key)
 }

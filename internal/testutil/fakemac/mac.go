@@ -401,13 +401,16 @@ func (m *Mac) NewPRK() error {
 	return m.newPRKLocked()
 }
 
-func (m *Mac) newPRKLocked() error {
-	m.prk = RandomPRK()
-	m.cms = nil
+func (m *Mac) newPRKLocked() error { return m.setPRKLocked(RandomPRK()) }
+
+// setPRKLocked makes key the recovery key and writes its blob for
+// SecurityInfo, as the escrow payload has macOS do.
+func (m *Mac) setPRKLocked(key string) error {
+	m.prk, m.cms = key, nil
 	if m.escrowCert == nil {
 		return nil // no escrow payload: the key is never written for the MDM
 	}
-	cms, err := EncryptCMS(m.escrowCert, m.prk)
+	cms, err := EncryptCMS(m.escrowCert, key)
 	if err != nil {
 		return err
 	}
